@@ -1,5 +1,6 @@
 """The shared vocabulary: search spaces, trials, studies. Pure data, no heavy imports."""
 
+from hpo_service.domain.principal import Principal, Role
 from hpo_service.domain.space import (
     CategoricalParameter,
     Condition,
@@ -46,6 +47,8 @@ __all__ = [
     "ParamValue",
     "Parameter",
     "Params",
+    "Principal",
+    "Role",
     "SearchSpace",
     "Study",
     "StudyConfig",

@@ -1,0 +1,1 @@
+"""HTTP adapter: routes, schemas, dependencies and the problem+json error handler."""

@@ -1,0 +1,57 @@
+"""The server's periodic task: reclaim expired leases and forget old idempotency keys.
+
+It runs in a daemon thread of every server process; the work is idempotent and uses row
+locks (``SKIP LOCKED`` on PostgreSQL), so several processes doing it at once is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from hpo_service.config import Settings
+from hpo_service.db.base import utcnow
+from hpo_service.db.database import Database
+from hpo_service.services import idempotency, leases
+
+__all__ = ["Housekeeper"]
+
+log = logging.getLogger(__name__)
+
+
+class Housekeeper:
+    """Runs ``tick`` every ``settings.reclaim_interval_seconds`` until stopped."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="hpo-housekeeping", daemon=True)
+
+    def tick(self) -> int:
+        """One round; returns how many leases were reclaimed."""
+        now = utcnow()
+        reclaimed = leases.reclaim_expired(self.db, now)
+        idempotency.purge_expired(
+            self.db, now=now, ttl_seconds=self.settings.idempotency_ttl_seconds
+        )
+        return reclaimed
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.reclaim_interval_seconds):
+            try:
+                reclaimed = self.tick()
+                if reclaimed:
+                    log.info("requeued %d trials with expired leases", reclaimed)
+            except Exception:  # the database may be down; try again next round
+                log.warning("housekeeping round failed", exc_info=True)
+
+    def start(self) -> None:
+        """Start the background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to finish and wait briefly for it."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)

@@ -1,0 +1,116 @@
+"""Study request and response bodies (API.md, Studies)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hpo_service.domain import Objective, OutcomeConstraint, SearchSpace, Study
+
+__all__ = ["StudyCreate", "StudyRead", "StudyUpdate", "TransferSpec"]
+
+_LABEL = Field(min_length=1, max_length=256)
+
+
+class TransferSpec(BaseModel):
+    """Transfer of a learned search region from earlier studies of the family."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["none", "box", "ellipsoid"] = "box"
+    top_k: int = Field(5, ge=1, le=1000)
+    sources: Literal["family"] | list[str] = "family"
+
+
+class StudyCreate(BaseModel):
+    """``POST /v1/studies``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = _LABEL
+    objective: Objective
+    space: SearchSpace
+    family: str | None = Field(None, min_length=1, max_length=128)
+    algorithm: str | None = Field(None, min_length=1, max_length=64)
+    objectives: list[Objective] | None = Field(
+        None, description="Multi-objective studies: every objective (the first is primary)."
+    )
+    constraints: list[OutcomeConstraint] | None = Field(
+        None, description="Bounds on other metrics a trial must meet to count as feasible."
+    )
+    stopping: dict[str, Any] | None = Field(
+        None, description="Early-stopping policy on intermediate measurements."
+    )
+    transfer: TransferSpec | None = None
+    scale: dict[str, Any] | None = None
+    max_trials: int | None = Field(None, ge=1)
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class StudyUpdate(BaseModel):
+    """``PATCH /v1/studies/{id}``: only the fields sent change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: Literal["active", "paused", "completed"] | None = None
+    metadata: dict[str, Any] | None = None
+    max_trials: int | None = Field(None, ge=1)
+
+
+class StudyRead(BaseModel):
+    """A study as the API returns it."""
+
+    id: str
+    tenant: str
+    name: str
+    family: str | None
+    objective: Objective
+    objectives: list[Objective] | None
+    constraints: list[OutcomeConstraint] | None
+    stopping: dict[str, Any] | None
+    space: SearchSpace
+    algorithm: str
+    transfer: dict[str, Any] | None
+    scale: dict[str, Any] | None
+    effective_space: dict[str, Any] | None
+    max_trials: int | None
+    max_attempts: int
+    seed: int | None
+    metadata: dict[str, Any]
+    state: Literal["active", "paused", "completed"]
+    created_at: datetime
+    updated_at: datetime | None
+    trial_counts: dict[str, int]
+
+    @classmethod
+    def of(cls, study: Study) -> StudyRead:
+        """Build from a domain study."""
+        c = study.config
+        assert study.created_at is not None
+        return cls(
+            id=study.id,
+            tenant=study.tenant,
+            name=study.name,
+            family=study.family,
+            objective=c.objective,
+            objectives=list(c.objectives) or None,
+            constraints=list(c.constraints) or None,
+            stopping=c.stopping,
+            space=c.space,
+            algorithm=c.algorithm,
+            transfer=c.transfer,
+            scale=c.scale,
+            effective_space=None,
+            max_trials=study.max_trials,
+            max_attempts=study.max_attempts,
+            seed=c.seed,
+            metadata=study.metadata,
+            state=study.state.value,
+            created_at=study.created_at,
+            updated_at=study.updated_at,
+            trial_counts=study.trial_counts,
+        )

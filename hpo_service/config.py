@@ -1,0 +1,60 @@
+"""Settings, read from ``HPO_*`` environment variables and passed around explicitly.
+
+Nothing reads the environment at import time: ``hpo serve`` builds one ``Settings`` and
+hands it to ``create_app``; tests build their own.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEFAULT_DATABASE_URL", "Settings"]
+
+DEFAULT_DATABASE_URL = "sqlite:///./hpo.db"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Environment: ``HPO_<FIELD>`` (e.g. ``HPO_LEASE_SECONDS``)."""
+
+    model_config = SettingsConfigDict(env_prefix="HPO_", extra="ignore")
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL; sqlite:///path (default ./hpo.db) or postgresql://...",
+    )
+    host: str = Field("127.0.0.1", description="Address `hpo serve` binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `hpo serve` listens on.")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes for `hpo serve`.")
+    lease_seconds: float = Field(
+        300.0, gt=0, description="How long a leased trial stays with a silent worker."
+    )
+    max_attempts: int = Field(3, ge=1, description="Default leases per trial before `failed`.")
+    reclaim_interval_seconds: float = Field(
+        15.0, gt=0, description="Period of the server task that requeues expired leases."
+    )
+    idempotency_ttl_seconds: float = Field(
+        86400.0, gt=0, description="How long an Idempotency-Key replays its first response."
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest accepted request body; larger gets 413."
+    )
+    max_json_depth: int = Field(32, ge=4, description="Deepest accepted JSON nesting.")
+    sqlite_busy_timeout_ms: int = Field(
+        30_000, ge=0, description="How long SQLite waits for a lock before giving up."
+    )
+    db_pool_size: int = Field(20, ge=1, description="PostgreSQL connection pool size.")
+    bootstrap_admin_key: str | None = Field(
+        None,
+        description="If set and no key exists, `hpo serve` stores this admin key instead of "
+        "generating one (for containers).",
+    )
+    log_level: str = Field("info", description="Log level of the service.")
+    suggestion_deadline_seconds: float = Field(
+        5.0, gt=0, description="How long a suggestion request waits for the designer."
+    )
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the database is SQLite (one serialised writer, no row locks)."""
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,1 @@
+"""Persistence: ORM rows, repositories and migrations (SQLite and PostgreSQL)."""

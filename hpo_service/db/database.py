@@ -1,0 +1,96 @@
+"""Engines and transactions for SQLite and PostgreSQL.
+
+Concurrency lives in the transaction mode, not in callers:
+
+- SQLite allows one writer. Write transactions start with ``BEGIN IMMEDIATE`` (the write
+  lock is taken up front, so two writers never deadlock upgrading read locks) and, inside
+  one process, queue on a lock instead of spinning in SQLite's busy handler. WAL lets
+  readers proceed meanwhile; a busy timeout covers other processes.
+- PostgreSQL runs at READ COMMITTED; services take row locks (``FOR UPDATE``) where a
+  read decides a write.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+__all__ = ["Database", "normalize_url"]
+
+
+def normalize_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL URLs that name no driver."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+class Database:
+    """One engine plus the two kinds of transaction the services use."""
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 30_000, pool_size: int = 20) -> None:
+        self.url = normalize_url(url)
+        self.is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
+        self.engine = self._make_engine(busy_timeout_ms, pool_size)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+
+    def _make_engine(self, busy_timeout_ms: int, pool_size: int) -> Engine:
+        if not self.is_sqlite:
+            return create_engine(
+                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+        engine = create_engine(
+            self.url,
+            connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
+            poolclass=NullPool if ":memory:" not in self.url else None,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _configure(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves, below
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A read-write transaction: committed on success, rolled back on any error."""
+        with self._write_lock or nullcontext(), self._sessions() as session:
+            if self.is_sqlite:
+                session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction (rolled back at the end; it changes nothing)."""
+        with self._sessions() as session, session.begin():
+            yield session
+            session.rollback()
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()

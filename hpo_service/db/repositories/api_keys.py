@@ -1,0 +1,37 @@
+"""Queries on API keys. Flush, never commit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from hpo_service.db.models import ApiKeyRow
+
+__all__ = ["ApiKeyRepository"]
+
+
+class ApiKeyRepository:
+    """Every query on the ``api_keys`` table."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, row: ApiKeyRow) -> ApiKeyRow:
+        """Insert a key row (its secret already hashed)."""
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def get(self, key_id: str) -> ApiKeyRow | None:
+        """One key by id, revoked or not."""
+        return self.session.get(ApiKeyRow, key_id)
+
+    def count(self) -> int:
+        """How many keys exist (revoked included)."""
+        return int(self.session.scalar(select(func.count()).select_from(ApiKeyRow)) or 0)
+
+    def all(self) -> Sequence[ApiKeyRow]:
+        """Every key, oldest first."""
+        return self.session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created_at)).all()

@@ -1,0 +1,85 @@
+"""Queries on studies. Repositories flush, never commit: services own transactions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy.orm import Session
+
+from hpo_service.db.models import StudyRow, TrialRow
+
+__all__ = ["StudyRepository"]
+
+
+class StudyRepository:
+    """Every query on the ``studies`` table."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, row: StudyRow) -> StudyRow:
+        """Insert a new study."""
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def get(
+        self, study_id: str, *, tenant: str | None = None, lock: bool = False
+    ) -> StudyRow | None:
+        """One study, optionally only if it belongs to ``tenant``; ``lock`` takes a row lock.
+
+        The row lock (PostgreSQL ``FOR UPDATE``) serialises every change to one study's
+        trial set, e.g. numbering and leasing, across server processes.
+        """
+        stmt = select(StudyRow).where(StudyRow.id == study_id)
+        if tenant is not None:
+            stmt = stmt.where(StudyRow.tenant == tenant)
+        if lock:
+            stmt = stmt.with_for_update()
+        return self.session.scalars(stmt).one_or_none()
+
+    def page(
+        self,
+        *,
+        tenant: str | None,
+        family: str | None,
+        state: str | None,
+        name: str | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> Sequence[StudyRow]:
+        """Studies in creation order, keyset-paginated after ``(created_at, id)``."""
+        stmt: Select[StudyRow] = select(StudyRow)
+        if tenant is not None:
+            stmt = stmt.where(StudyRow.tenant == tenant)
+        if family is not None:
+            stmt = stmt.where(StudyRow.family == family)
+        if state is not None:
+            stmt = stmt.where(StudyRow.state == state)
+        if name is not None:
+            stmt = stmt.where(StudyRow.name == name)
+        if after is not None:
+            stmt = stmt.where(tuple_(StudyRow.created_at, StudyRow.id) > tuple_(*after))
+        stmt = stmt.order_by(StudyRow.created_at, StudyRow.id).limit(limit)
+        return self.session.scalars(stmt).all()
+
+    def trial_counts(self, study_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Trials per state for each study, in one grouped query."""
+        out: dict[str, dict[str, int]] = {sid: {} for sid in study_ids}
+        if not study_ids:
+            return out
+        stmt = (
+            select(TrialRow.study_id, TrialRow.state, func.count())
+            .where(TrialRow.study_id.in_(study_ids))
+            .group_by(TrialRow.study_id, TrialRow.state)
+        )
+        for study_id, state, count in self.session.execute(stmt):
+            out[study_id][state] = count
+        return out
+
+    def delete(self, row: StudyRow) -> None:
+        """Delete a study; its trials and measurements go with it (ON DELETE CASCADE)."""
+        self.session.delete(row)
+        self.session.flush()

@@ -1,0 +1,167 @@
+"""Queries on trials and measurements. Flush, never commit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from hpo_service.db.models import MeasurementRow, StudyRow, TrialRow
+from hpo_service.domain import TrialSource, TrialState
+
+__all__ = ["TrialRepository"]
+
+_LEASED = (TrialState.ACTIVE.value, TrialState.STOPPING.value)
+
+
+class TrialRepository:
+    """Every query on the ``trials`` and ``measurements`` tables."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, row: TrialRow) -> TrialRow:
+        """Insert a trial."""
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def get(self, trial_id: str, *, lock: bool = False) -> tuple[TrialRow, StudyRow] | None:
+        """A trial with its study (for tenant checks); ``lock`` locks the trial row."""
+        stmt = (
+            select(TrialRow, StudyRow)
+            .join(StudyRow, StudyRow.id == TrialRow.study_id)
+            .where(TrialRow.id == trial_id)
+        )
+        if lock:
+            stmt = stmt.with_for_update(of=TrialRow)
+        row = self.session.execute(stmt).one_or_none()
+        return None if row is None else (row[0], row[1])
+
+    def measurements(self, trial_ids: Sequence[str]) -> dict[str, list[MeasurementRow]]:
+        """Measurements of several trials in one query, each list in report order."""
+        out: dict[str, list[MeasurementRow]] = {tid: [] for tid in trial_ids}
+        if not trial_ids:
+            return out
+        stmt = (
+            select(MeasurementRow)
+            .where(MeasurementRow.trial_id.in_(trial_ids))
+            .order_by(MeasurementRow.trial_id, MeasurementRow.id)
+        )
+        for m in self.session.scalars(stmt):
+            out[m.trial_id].append(m)
+        return out
+
+    def add_measurement(self, row: MeasurementRow) -> None:
+        """Append an intermediate measurement."""
+        self.session.add(row)
+        self.session.flush()
+
+    def all_for_study(self, study_id: str) -> Sequence[TrialRow]:
+        """Every trial of a study in number order (the designer's history)."""
+        stmt = select(TrialRow).where(TrialRow.study_id == study_id).order_by(TrialRow.number)
+        return self.session.scalars(stmt).all()
+
+    def with_measurements(self, study_id: str) -> Sequence[TrialRow]:
+        """Every trial of a study with its measurements eagerly loaded (no N+1)."""
+        stmt = (
+            select(TrialRow)
+            .where(TrialRow.study_id == study_id)
+            .options(selectinload(TrialRow.measurements))
+            .order_by(TrialRow.number)
+        )
+        return self.session.scalars(stmt).all()
+
+    def leased_to(self, study_id: str, worker_id: str, limit: int) -> Sequence[TrialRow]:
+        """Trials of the study this worker holds, oldest first."""
+        stmt = (
+            select(TrialRow)
+            .where(
+                TrialRow.study_id == study_id,
+                TrialRow.worker_id == worker_id,
+                TrialRow.state.in_(_LEASED),
+            )
+            .order_by(TrialRow.number)
+            .limit(limit)
+            .with_for_update()
+        )
+        return self.session.scalars(stmt).all()
+
+    def queued(self, study_id: str, limit: int) -> Sequence[TrialRow]:
+        """Requested trials, oldest first, skipping rows another transaction holds."""
+        stmt = (
+            select(TrialRow)
+            .where(TrialRow.study_id == study_id, TrialRow.state == TrialState.REQUESTED.value)
+            .order_by(TrialRow.number)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return self.session.scalars(stmt).all()
+
+    def count_engine_created(self, study_id: str) -> int:
+        """Trials the engine created, i.e. all but user-imported ones; ``max_trials`` caps it."""
+        stmt = select(func.count()).where(
+            TrialRow.study_id == study_id, TrialRow.source != TrialSource.USER.value
+        )
+        return int(self.session.scalar(stmt) or 0)
+
+    def expired(self, now: datetime, study_id: str | None = None) -> Sequence[tuple[TrialRow, int]]:
+        """Leased trials whose lease ended before ``now``, with their study's max_attempts."""
+        stmt = (
+            select(TrialRow, StudyRow.max_attempts)
+            .join(StudyRow, StudyRow.id == TrialRow.study_id)
+            .where(TrialRow.state.in_(_LEASED), TrialRow.lease_expires_at < now)
+            .order_by(TrialRow.lease_expires_at)
+            .with_for_update(of=TrialRow, skip_locked=True)
+        )
+        if study_id is not None:
+            stmt = stmt.where(TrialRow.study_id == study_id)
+        return [(row[0], row[1]) for row in self.session.execute(stmt)]
+
+    def page(
+        self,
+        study_id: str,
+        *,
+        state: str | None,
+        worker_id: str | None,
+        order_by: str,
+        goal: str,
+        offset: int,
+        after_number: int | None,
+        limit: int,
+    ) -> Sequence[TrialRow]:
+        """One page of a study's trials.
+
+        ``order_by="number"`` pages by keyset (``after_number``); ``"value"`` puts completed
+        trials first, best first for the study's goal, then the rest by number, and pages
+        by offset.
+        """
+        stmt: Select[TrialRow] = select(TrialRow).where(TrialRow.study_id == study_id)
+        if state is not None:
+            stmt = stmt.where(TrialRow.state == state)
+        if worker_id is not None:
+            stmt = stmt.where(TrialRow.worker_id == worker_id)
+        if order_by == "value":
+            value = TrialRow.value.asc() if goal == "minimize" else TrialRow.value.desc()
+            stmt = stmt.order_by(TrialRow.value.is_(None), value, TrialRow.number).offset(offset)
+        else:
+            if after_number is not None:
+                stmt = stmt.where(TrialRow.number > after_number)
+            stmt = stmt.order_by(TrialRow.number)
+        return self.session.scalars(stmt.limit(limit)).all()
+
+    def completed_by_value(self, study_id: str, goal: str) -> Sequence[TrialRow]:
+        """Completed trials best first (ties by number)."""
+        value = TrialRow.value.asc() if goal == "minimize" else TrialRow.value.desc()
+        stmt = (
+            select(TrialRow)
+            .where(
+                TrialRow.study_id == study_id,
+                TrialRow.state == TrialState.COMPLETED.value,
+                TrialRow.value.is_not(None),
+            )
+            .order_by(value, TrialRow.number)
+        )
+        return self.session.scalars(stmt).all()

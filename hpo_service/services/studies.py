@@ -1,0 +1,217 @@
+"""Study use cases: create, read, list, update, delete, best trials.
+
+Each public function is one transaction: it opens it, and a raised error rolls it back,
+so a rejected request changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from hpo_service.db.database import Database
+from hpo_service.db.ids import new_id
+from hpo_service.db.mapping import to_study, to_trial
+from hpo_service.db.models import StudyRow
+from hpo_service.db.repositories import StudyRepository, TrialRepository
+from hpo_service.domain import (
+    Objective,
+    OutcomeConstraint,
+    Principal,
+    Role,
+    SearchSpace,
+    Study,
+    StudyState,
+    Trial,
+)
+from hpo_service.engine import registry
+from hpo_service.errors import UnsupportedFeatureError
+from hpo_service.services.access import require_role, visible_study
+from hpo_service.services.pagination import Page, decode_token, encode_token
+
+__all__ = [
+    "NewStudy",
+    "StudyChanges",
+    "best_trials",
+    "create_study",
+    "delete_study",
+    "get_study",
+    "list_studies",
+    "update_study",
+]
+
+
+@dataclass(frozen=True)
+class NewStudy:
+    """What a client asks for when creating a study (already schema-validated)."""
+
+    name: str
+    objective: Objective
+    space: SearchSpace
+    family: str | None = None
+    algorithm: str | None = None
+    objectives: tuple[Objective, ...] = ()
+    constraints: tuple[OutcomeConstraint, ...] = ()
+    stopping: dict[str, Any] | None = None
+    transfer: dict[str, Any] | None = None
+    scale: dict[str, Any] | None = None
+    max_trials: int | None = None
+    max_attempts: int | None = None
+    seed: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudyChanges:
+    """A PATCH: only the fields that were sent are applied."""
+
+    state: StudyState | None = None
+    metadata: dict[str, Any] | None = None
+    max_trials: int | None = None
+    max_trials_set: bool = False
+
+
+def _check_supported(new: NewStudy) -> None:
+    """Refuse capabilities this build lacks, with a 422 naming the field."""
+    if new.transfer is not None and new.transfer.get("method", "box") != "none":
+        raise UnsupportedFeatureError.at(
+            ("body", "transfer", "method"),
+            "transfer learning of search spaces is not available in this version; "
+            "use method 'none' or omit 'transfer'",
+        )
+    if new.scale is not None:
+        raise UnsupportedFeatureError.at(
+            ("body", "scale"),
+            "scale-aware studies (per-module extrapolation) are not available in this version",
+        )
+    if len(new.objectives) > 1:
+        raise UnsupportedFeatureError.at(
+            ("body", "objectives"), "multi-objective studies are not available in this version"
+        )
+    if new.constraints:
+        raise UnsupportedFeatureError.at(
+            ("body", "constraints"), "outcome constraints are not available in this version"
+        )
+    if new.stopping is not None:
+        raise UnsupportedFeatureError.at(
+            ("body", "stopping"), "early stopping is not available in this version"
+        )
+
+
+def create_study(
+    db: Database, principal: Principal, new: NewStudy, *, default_max_attempts: int
+) -> Study:
+    """Store a new study owned by the caller's tenant.
+
+    Raises:
+        PermissionDeniedError: for worker keys.
+        UnknownAlgorithmError: when ``algorithm`` names no designer.
+        UnsupportedFeatureError: for capabilities not available yet.
+    """
+    require_role(principal, Role.CLIENT)
+    algorithm = registry.check_algorithm(new.algorithm or registry.default_algorithm())
+    _check_supported(new)
+    objectives = new.objectives
+    objective = objectives[0] if objectives else new.objective
+    row = StudyRow(
+        id=new_id("st"),
+        tenant=principal.tenant,
+        name=new.name,
+        family=new.family,
+        objective=objective.model_dump(),
+        objectives=[o.model_dump() for o in objectives] or None,
+        constraints=[c.model_dump() for c in new.constraints] or None,
+        stopping=new.stopping,
+        space=new.space.model_dump(mode="json", exclude_none=True),
+        algorithm=algorithm,
+        transfer=new.transfer,
+        scale=new.scale,
+        max_trials=new.max_trials,
+        max_attempts=new.max_attempts or default_max_attempts,
+        seed=new.seed,
+        meta=dict(new.metadata),
+        state=StudyState.ACTIVE.value,
+        next_number=0,
+    )
+    with db.write() as session:
+        StudyRepository(session).add(row)
+        return to_study(row)
+
+
+def get_study(db: Database, principal: Principal, study_id: str) -> Study:
+    """One study with its trial counts."""
+    with db.read() as session:
+        row = visible_study(session, principal, study_id)
+        counts = StudyRepository(session).trial_counts([row.id])
+        return to_study(row, counts[row.id])
+
+
+def list_studies(
+    db: Database,
+    principal: Principal,
+    *,
+    family: str | None = None,
+    state: str | None = None,
+    name: str | None = None,
+    page_size: int = 50,
+    page_token: str | None = None,
+) -> Page[Study]:
+    """The caller's studies (every tenant's for admins) in creation order."""
+    cursor = decode_token(page_token)
+    after = None
+    if cursor is not None:
+        after = (datetime.fromisoformat(str(cursor.get("c"))), str(cursor.get("i")))
+    with db.read() as session:
+        repo = StudyRepository(session)
+        rows = repo.page(
+            tenant=None if principal.is_admin else principal.tenant,
+            family=family,
+            state=state,
+            name=name,
+            after=after,
+            limit=page_size + 1,
+        )
+        more = len(rows) > page_size
+        rows = rows[:page_size]
+        counts = repo.trial_counts([r.id for r in rows])
+        items = [to_study(r, counts[r.id]) for r in rows]
+    token = None
+    if more and rows:
+        token = encode_token({"c": rows[-1].created_at.isoformat(), "i": rows[-1].id})
+    return Page(items, token)
+
+
+def update_study(db: Database, principal: Principal, study_id: str, changes: StudyChanges) -> Study:
+    """Change a study's state, metadata or trial budget."""
+    require_role(principal, Role.CLIENT)
+    with db.write() as session:
+        row = visible_study(session, principal, study_id, lock=True)
+        if changes.state is not None:
+            row.state = changes.state.value
+        if changes.metadata is not None:
+            row.meta = dict(changes.metadata)
+        if changes.max_trials_set:
+            row.max_trials = changes.max_trials
+        session.flush()
+        counts = StudyRepository(session).trial_counts([row.id])
+        return to_study(row, counts[row.id])
+
+
+def delete_study(db: Database, principal: Principal, study_id: str) -> None:
+    """Delete a study and all its trials (admins only)."""
+    require_role(principal, Role.ADMIN)
+    with db.write() as session:
+        row = visible_study(session, principal, study_id, lock=True)
+        StudyRepository(session).delete(row)
+
+
+def best_trials(db: Database, principal: Principal, study_id: str) -> list[Trial]:
+    """The best completed trial (empty when none is completed yet)."""
+    with db.read() as session:
+        row = visible_study(session, principal, study_id)
+        goal = Objective.model_validate(row.objective).goal
+        repo = TrialRepository(session)
+        ranked = repo.completed_by_value(row.id, goal)[:1]
+        measurements = repo.measurements([t.id for t in ranked])
+        return [to_trial(t, measurements[t.id]) for t in ranked]

@@ -1,0 +1,363 @@
+"""Trial use cases: heartbeats, measurements, completion, failure, import, reads.
+
+Every state change checks the caller holds the lease (409 ``trial-not-leased``
+otherwise) and the state machine allows it, inside one transaction with the trial row
+locked, so a rejected request leaves the stored trial exactly as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from hpo_service.db.database import Database
+from hpo_service.db.ids import new_id
+from hpo_service.db.mapping import study_config, to_trial
+from hpo_service.db.models import MeasurementRow, StudyRow, TrialRow
+from hpo_service.db.repositories import TrialRepository
+from hpo_service.domain import (
+    LEASED_STATES,
+    Objective,
+    Principal,
+    Role,
+    Trial,
+    TrialSource,
+    TrialState,
+    objective_value,
+)
+from hpo_service.errors import (
+    CompletionConflictError,
+    FieldError,
+    InvalidInputError,
+    TrialNotLeasedError,
+)
+from hpo_service.services.access import require_role, visible_study, visible_trial
+from hpo_service.services.leases import extend, requeue_or_fail
+from hpo_service.services.pagination import Page, decode_token, encode_token
+
+__all__ = [
+    "HeartbeatResult",
+    "NewTrial",
+    "add_trials",
+    "complete_trial",
+    "fail_trial",
+    "get_trial",
+    "heartbeat",
+    "list_trials",
+    "mark_infeasible",
+    "report_measurement",
+]
+
+
+@dataclass(frozen=True)
+class HeartbeatResult:
+    """The new lease end and whether the service wants the worker to stop early."""
+
+    lease_expires_at: datetime
+    should_stop: bool
+
+
+@dataclass(frozen=True)
+class NewTrial:
+    """A user-supplied trial: queued when ``metrics`` is None, else imported as completed."""
+
+    params: dict[str, Any]
+    metrics: dict[str, float] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def _digest(payload: Mapping[str, Any]) -> str:
+    """A stable fingerprint of a finishing request, for idempotent retries."""
+    raw = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _check_metrics(metrics: Mapping[str, Any], loc: tuple[str | int, ...]) -> dict[str, float]:
+    """Metrics must be finite numbers: NaN/inf results go through ``fail``/``infeasible``."""
+    errors = [
+        FieldError((*loc, name), f"metric {name!r} must be a finite number, got {value!r}")
+        for name, value in metrics.items()
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+    ]
+    if errors:
+        raise InvalidInputError("metrics must be finite numbers", errors)
+    return {name: float(value) for name, value in metrics.items()}
+
+
+def _require_objective(
+    study: StudyRow, metrics: Mapping[str, float], loc: tuple[str | int, ...]
+) -> float:
+    objective = Objective.model_validate(study.objective)
+    value = objective_value(objective, dict(metrics))
+    if value is None:
+        raise InvalidInputError.at(
+            (*loc, objective.metric), f"the objective metric {objective.metric!r} is missing"
+        )
+    for extra in study.objectives or ():
+        name = extra["metric"]
+        if name not in metrics:
+            raise InvalidInputError.at((*loc, name), f"the objective metric {name!r} is missing")
+    return value
+
+
+def _held(row: TrialRow, worker_id: str) -> None:
+    """Raise unless ``worker_id`` holds the trial's lease."""
+    if row.state not in LEASED_STATES or row.worker_id != worker_id:
+        raise TrialNotLeasedError(
+            f"trial {row.id!r} is {row.state}"
+            + (
+                " and leased to another worker"
+                if row.worker_id and row.worker_id != worker_id
+                else ""
+            )
+            + f"; worker {worker_id!r} does not hold its lease"
+        )
+
+
+def _replay_or_conflict(row: TrialRow, state: TrialState, digest: str) -> bool:
+    """True when this finishing request repeats the one that finished the trial."""
+    if row.state == state.value and row.finish_digest == digest:
+        return True
+    if row.state in (
+        s.value for s in (TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE)
+    ):
+        raise CompletionConflictError(
+            f"trial {row.id!r} already finished as {row.state} with a different request"
+        )
+    return False
+
+
+def _read(repo: TrialRepository, row: TrialRow) -> Trial:
+    return to_trial(row, repo.measurements([row.id])[row.id])
+
+
+def heartbeat(
+    db: Database,
+    principal: Principal,
+    trial_id: str,
+    *,
+    worker_id: str,
+    now: datetime,
+    lease_seconds: float,
+) -> HeartbeatResult:
+    """Extend the lease of a trial the worker still runs."""
+    require_role(principal, Role.WORKER)
+    with db.write() as session:
+        row, _study = visible_trial(session, principal, trial_id, lock=True)
+        _held(row, worker_id)
+        extend(row, now, lease_seconds)
+        assert row.lease_expires_at is not None
+        return HeartbeatResult(row.lease_expires_at, row.state == TrialState.STOPPING.value)
+
+
+def report_measurement(
+    db: Database,
+    principal: Principal,
+    trial_id: str,
+    *,
+    worker_id: str,
+    step: int,
+    metrics: dict[str, Any],
+    elapsed_s: float | None,
+    now: datetime,
+    lease_seconds: float,
+) -> bool:
+    """Store an intermediate measurement, extend the lease; return ``should_stop``."""
+    require_role(principal, Role.WORKER)
+    clean = _check_metrics(metrics, ("body", "metrics"))
+    with db.write() as session:
+        row, _study = visible_trial(session, principal, trial_id, lock=True)
+        _held(row, worker_id)
+        repo = TrialRepository(session)
+        repo.add_measurement(
+            MeasurementRow(trial_id=row.id, step=step, metrics=clean, elapsed_s=elapsed_s, at=now)
+        )
+        extend(row, now, lease_seconds)
+        return row.state == TrialState.STOPPING.value
+
+
+def complete_trial(
+    db: Database,
+    principal: Principal,
+    trial_id: str,
+    *,
+    worker_id: str,
+    metrics: dict[str, Any],
+    cost: dict[str, Any] | None,
+    now: datetime,
+) -> Trial:
+    """Finish a trial with its result; repeating the same request returns the same trial.
+
+    Raises:
+        InvalidInputError: the objective is missing or a metric is not finite.
+        TrialNotLeasedError: the caller does not hold the lease.
+        CompletionConflictError: the trial already finished with a different request.
+    """
+    require_role(principal, Role.WORKER)
+    clean = _check_metrics(metrics, ("body", "metrics"))
+    digest = _digest({"worker_id": worker_id, "metrics": clean, "cost": cost})
+    with db.write() as session:
+        row, study = visible_trial(session, principal, trial_id, lock=True)
+        repo = TrialRepository(session)
+        if _replay_or_conflict(row, TrialState.COMPLETED, digest):
+            return _read(repo, row)
+        _held(row, worker_id)
+        value = _require_objective(study, clean, ("body", "metrics"))
+        row.state = TrialState.COMPLETED.value
+        row.result = {"metrics": clean}
+        row.value = value
+        row.cost = dict(cost) if cost is not None else None
+        row.finished_at = now
+        row.lease_expires_at = None
+        row.finish_digest = digest
+        session.flush()
+        return _read(repo, row)
+
+
+def fail_trial(
+    db: Database,
+    principal: Principal,
+    trial_id: str,
+    *,
+    worker_id: str,
+    error: str,
+    retry: bool,
+    now: datetime,
+) -> Trial:
+    """Record a failure; with ``retry`` the trial is queued again while attempts remain."""
+    require_role(principal, Role.WORKER)
+    digest = _digest({"worker_id": worker_id, "error": error, "retry": retry, "op": "fail"})
+    with db.write() as session:
+        row, study = visible_trial(session, principal, trial_id, lock=True)
+        repo = TrialRepository(session)
+        if _replay_or_conflict(row, TrialState.FAILED, digest):
+            return _read(repo, row)
+        _held(row, worker_id)
+        if retry:
+            requeue_or_fail(row, study.max_attempts, now, error)
+        else:
+            row.state = TrialState.FAILED.value
+            row.error = error
+            row.finished_at = now
+            row.lease_expires_at = None
+        if row.state == TrialState.FAILED.value:
+            row.finish_digest = digest
+        session.flush()
+        return _read(repo, row)
+
+
+def mark_infeasible(
+    db: Database, principal: Principal, trial_id: str, *, worker_id: str, reason: str, now: datetime
+) -> Trial:
+    """Record that the point cannot be evaluated (diverged, NaN, out of memory ...)."""
+    require_role(principal, Role.WORKER)
+    digest = _digest({"worker_id": worker_id, "reason": reason, "op": "infeasible"})
+    with db.write() as session:
+        row, _study = visible_trial(session, principal, trial_id, lock=True)
+        repo = TrialRepository(session)
+        if _replay_or_conflict(row, TrialState.INFEASIBLE, digest):
+            return _read(repo, row)
+        _held(row, worker_id)
+        row.state = TrialState.INFEASIBLE.value
+        row.error = reason
+        row.finished_at = now
+        row.lease_expires_at = None
+        row.finish_digest = digest
+        session.flush()
+        return _read(repo, row)
+
+
+def add_trials(
+    db: Database, principal: Principal, study_id: str, trials: Sequence[NewTrial], *, now: datetime
+) -> list[Trial]:
+    """Queue user trials or import finished ones, all or nothing.
+
+    Raises:
+        InvalidInputError: a parameter outside the space or a bad result, with the index of
+            the offending trial in ``loc``.
+    """
+    require_role(principal, Role.CLIENT)
+    with db.write() as session:
+        study = visible_study(session, principal, study_id, lock=True)
+        config = study_config(study)
+        repo = TrialRepository(session)
+        rows: list[TrialRow] = []
+        for i, new in enumerate(trials):
+            loc: tuple[str | int, ...] = ("body", "trials", i) if len(trials) > 1 else ("body",)
+            params = config.space.validate_params(new.params, loc=(*loc, "params"))
+            row = TrialRow(
+                id=new_id("tr"),
+                study_id=study.id,
+                number=study.next_number,
+                params=params,
+                state=TrialState.REQUESTED.value,
+                source=TrialSource.USER.value,
+                attempt=0,
+                meta=dict(new.metadata or {}),
+                created_at=now,
+            )
+            if new.metrics is not None:
+                clean = _check_metrics(new.metrics, (*loc, "result", "metrics"))
+                row.value = _require_objective(study, clean, (*loc, "result", "metrics"))
+                row.result = {"metrics": clean}
+                row.state = TrialState.COMPLETED.value
+                row.finished_at = now
+            study.next_number += 1
+            rows.append(repo.add(row))
+        return [to_trial(r) for r in rows]
+
+
+def get_trial(db: Database, principal: Principal, trial_id: str) -> Trial:
+    """One trial with its measurements."""
+    with db.read() as session:
+        row, _study = visible_trial(session, principal, trial_id)
+        return _read(TrialRepository(session), row)
+
+
+def list_trials(
+    db: Database,
+    principal: Principal,
+    study_id: str,
+    *,
+    state: str | None = None,
+    worker_id: str | None = None,
+    order_by: str = "number",
+    page_size: int = 50,
+    page_token: str | None = None,
+) -> Page[Trial]:
+    """A page of a study's trials, with measurements loaded in one extra query."""
+    cursor = decode_token(page_token) or {}
+    with db.read() as session:
+        study = visible_study(session, principal, study_id)
+        goal = Objective.model_validate(study.objective).goal
+        repo = TrialRepository(session)
+        offset = int(cursor.get("o", 0)) if order_by == "value" else 0
+        after = cursor.get("n") if order_by == "number" else None
+        rows = list(
+            repo.page(
+                study.id,
+                state=state,
+                worker_id=worker_id,
+                order_by=order_by,
+                goal=goal,
+                offset=offset,
+                after_number=int(after) if after is not None else None,
+                limit=page_size + 1,
+            )
+        )
+        more = len(rows) > page_size
+        rows = rows[:page_size]
+        measurements = repo.measurements([r.id for r in rows])
+        items = [to_trial(r, measurements[r.id]) for r in rows]
+    token = None
+    if more:
+        state_token: dict[str, Any] = (
+            {"o": offset + page_size} if order_by == "value" else {"n": rows[-1].number}
+        )
+        token = encode_token(state_token)
+    return Page(items, token)

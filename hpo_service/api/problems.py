@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hpo_service.errors import HPOError, InvalidInputError, ServiceUnavailableError
@@ -136,6 +136,16 @@ def install_problem_handlers(app: FastAPI) -> None:
         log.warning("database unavailable: %s", exc.orig)
         return _from_error(
             ServiceUnavailableError("the database is unavailable; retry shortly"), request
+        )
+
+    @app.exception_handler(DataError)
+    async def _bad_value(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the schemas let through (e.g. a NUL byte in a
+        # string on PostgreSQL): that is bad input, and the transaction was rolled back.
+        return problem_response(
+            422, "validation-error", "Invalid input",
+            "a value in the request cannot be stored (for example, it contains a NUL byte)",
+            instance=request.url.path, errors=[{"loc": ["body"], "msg": "value cannot be stored"}],
         )
 
     @app.exception_handler(DBAPIError)

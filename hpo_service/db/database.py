@@ -86,10 +86,13 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A read-only transaction (rolled back at the end; it changes nothing)."""
-        with self._sessions() as session, session.begin():
+        """A read-only transaction, closed (not committed) at the end.
+
+        Closing detaches the loaded rows without expiring them, so callers may still read
+        their attributes after the block.
+        """
+        with self._sessions() as session:
             yield session
-            session.rollback()
 
     def dispose(self) -> None:
         """Close every pooled connection."""

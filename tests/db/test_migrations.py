@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+
+from hpo_service.db.database import Database, normalize_url
+from hpo_service.db.migrate import current_revision, downgrade, head_revision, upgrade_to_head
+from hpo_service.db.models import Base
+from tests.conftest import PG_ADMIN_URL, require_postgres
+
+EXPECTED = {"api_keys", "studies", "trials", "measurements", "idempotency_keys", "alembic_version"}
+
+
+def _check_roundtrip(url: str) -> None:
+    db = Database(url)
+    try:
+        assert current_revision(db.engine) is None
+        upgrade_to_head(db.engine)
+        assert current_revision(db.engine) == head_revision()
+        assert set(inspect(db.engine).get_table_names()) == EXPECTED
+        indexes = {i["name"] for i in inspect(db.engine).get_indexes("trials")}
+        assert {"ix_trials_study_state", "ix_trials_state_lease"} <= indexes
+        with db.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        assert diff == [], diff
+        upgrade_to_head(db.engine)  # idempotent
+        downgrade(db.engine, "base")
+        assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
+        upgrade_to_head(db.engine)
+        assert current_revision(db.engine) == head_revision()
+    finally:
+        db.dispose()
+
+
+def test_sqlite_upgrade_downgrade_upgrade(tmp_path) -> None:
+    _check_roundtrip(f"sqlite:///{tmp_path / 'm.db'}")
+
+
+@pytest.mark.postgres
+def test_postgres_upgrade_downgrade_upgrade() -> None:
+    require_postgres()
+    name = f"hpo_mig_{secrets.token_hex(5)}"
+    admin = create_engine(normalize_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        url = make_url(normalize_url(PG_ADMIN_URL)).set(database=name)
+        _check_roundtrip(url.render_as_string(hide_password=False))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

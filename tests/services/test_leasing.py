@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from hpo_service.api.housekeeping import Housekeeper
+from hpo_service.config import Settings
+from hpo_service.db.base import utcnow
+from hpo_service.db.database import Database
+from hpo_service.domain import Objective, Principal, Role, SearchSpace, TrialState
+from hpo_service.services import studies, suggestions, trials
+from tests.builders import space
+
+ME = Principal(key_id="k", role=Role.CLIENT, tenant="acme")
+
+
+def make_study(db: Database, **kw) -> str:
+    new = studies.NewStudy(
+        name="s",
+        objective=Objective(metric="val_loss"),
+        space=SearchSpace.model_validate(space()),
+        algorithm=kw.pop("algorithm", "random"),
+        seed=kw.pop("seed", 1),
+        **kw,
+    )
+    return studies.create_study(db, ME, new, default_max_attempts=3).id
+
+
+def lease(db, sid, worker, count=1, now=None, lease_seconds=60.0):
+    return suggestions.request_suggestions(
+        db, ME, sid, worker_id=worker, count=count, now=now or utcnow(), lease_seconds=lease_seconds
+    ).trials
+
+
+def test_expired_lease_returns_trial_with_same_params(db: Database) -> None:
+    sid = make_study(db)
+    t0 = utcnow()
+    first = lease(db, sid, "dead-worker", now=t0, lease_seconds=10)[0]
+    # Still leased before expiry: another worker gets a new trial.
+    other = lease(db, sid, "w2", now=t0 + timedelta(seconds=5))[0]
+    assert other.id != first.id
+    later = t0 + timedelta(seconds=11)
+    again = lease(db, sid, "w3", now=later)[0]
+    assert again.id == first.id
+    assert again.params == first.params
+    assert again.attempt == 2
+    assert again.worker_id == "w3"
+
+
+def test_attempts_run_out_into_failed(db: Database) -> None:
+    sid = make_study(db, max_attempts=2, max_trials=1)
+    t = utcnow()
+    first = lease(db, sid, "a", now=t, lease_seconds=1)[0]
+    lease(db, sid, "b", now=t + timedelta(seconds=2), lease_seconds=1)
+    assert lease(db, sid, "c", now=t + timedelta(seconds=4), lease_seconds=1) == []
+    got = trials.get_trial(db, ME, first.id)
+    assert got.state is TrialState.FAILED
+    assert "lease expired" in (got.error or "")
+    assert got.attempt == 2
+
+
+def test_heartbeat_and_measurement_extend_the_lease(db: Database) -> None:
+    sid = make_study(db)
+    t0 = utcnow()
+    t = lease(db, sid, "w", now=t0, lease_seconds=10)[0]
+    hb = trials.heartbeat(db, ME, t.id, worker_id="w", now=t0 + timedelta(seconds=8), lease_seconds=10)
+    assert hb.lease_expires_at == t0 + timedelta(seconds=18)
+    trials.report_measurement(
+        db, ME, t.id, worker_id="w", step=1, metrics={"val_loss": 1.0}, elapsed_s=None,
+        now=t0 + timedelta(seconds=16), lease_seconds=10,
+    )
+    # Not expired at t0+20 thanks to the measurement: w2 gets a new trial.
+    assert lease(db, sid, "w2", now=t0 + timedelta(seconds=20))[0].id != t.id
+    assert trials.get_trial(db, ME, t.id).worker_id == "w"
+
+
+def test_housekeeper_reclaims_all_studies(db: Database) -> None:
+    a, b = make_study(db), make_study(db)
+    lease(db, a, "w", lease_seconds=0.001)
+    lease(db, b, "w", count=2, lease_seconds=0.001)
+    import time
+
+    time.sleep(0.01)
+    keeper = Housekeeper(db, Settings(database_url=db.url))
+    assert keeper.tick() == 3
+    assert keeper.tick() == 0
+    counts = studies.get_study(db, ME, b).trial_counts
+    assert counts["requested"] == 2 and counts["active"] == 0
+
+
+def test_concurrent_leasing_never_double_leases(db: Database) -> None:
+    sid = make_study(db, max_trials=10, algorithm="sobol")
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(16)
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            results.append([t.id for t in lease(db, sid, f"w{i}")])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    leased = [tid for r in results for tid in r]
+    assert len(leased) == 10
+    assert len(set(leased)) == 10
+    assert sum(1 for r in results if not r) == 6
+    page = trials.list_trials(db, ME, sid, page_size=100)
+    assert sorted(t.number for t in page.items) == list(range(10))
+    assert len({tuple(sorted(t.params.items())) for t in page.items}) == 10
+
+
+def test_same_seed_same_history_same_suggestions(db: Database) -> None:
+    a = make_study(db, seed=42, algorithm="sobol")
+    b = make_study(db, seed=42, algorithm="sobol")
+    pa = [t.params for t in lease(db, a, "w", count=3)]
+    pb = [t.params for t in lease(db, b, "w", count=3)]
+    assert pa == pb
+    c = make_study(db, seed=43, algorithm="sobol")
+    assert [t.params for t in lease(db, c, "w", count=3)] != pa
+
+
+def test_rejected_completion_changes_nothing(db: Database) -> None:
+    sid = make_study(db)
+    t = lease(db, sid, "w")[0]
+    import pytest
+
+    from hpo_service.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError):
+        trials.complete_trial(db, ME, t.id, worker_id="w", metrics={"acc": 1.0}, cost=None, now=utcnow())
+    stored = trials.get_trial(db, ME, t.id)
+    assert stored.state is TrialState.ACTIVE and stored.result is None

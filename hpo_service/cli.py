@@ -7,17 +7,20 @@ Every command that touches the database takes ``--database-url`` and falls back 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
+from hpo_service.client.worker_cli import add_worker_parser
 from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
 from hpo_service.db.migrate import upgrade_to_head
-from hpo_service.domain import Role
-from hpo_service.services import api_keys
+from hpo_service.domain import Principal, Role
+from hpo_service.errors import HPOError
+from hpo_service.services import api_keys, scaling
 
 __all__ = ["main"]
 
@@ -101,6 +104,37 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_target(text: str) -> dict[str, float]:
+    target: dict[str, float] = {}
+    for part in filter(None, text.split(",")):
+        axis, sep, value = part.partition("=")
+        if not sep:
+            raise SystemExit(f"--target: expected axis=value, got {part!r}")
+        try:
+            target[axis.strip()] = float(value)
+        except ValueError:
+            raise SystemExit(f"--target: {value!r} is not a number") from None
+    return target
+
+
+def cmd_extrapolate(args: argparse.Namespace) -> int:
+    """Print the target-scale values of a study's best (or named) trial as JSON."""
+    settings = _settings(args)
+    db = _migrate(settings)
+    admin = Principal(key_id="cli", role=Role.ADMIN, tenant="cli")
+    try:
+        result = scaling.extrapolate_trial(
+            db, admin, args.study, target=_parse_target(args.target), trial_id=args.trial
+        )
+    except HPOError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
+    finally:
+        db.dispose()
+    print(json.dumps(result.to_json(), indent=2))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpo", description="hpo_service command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +163,15 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", default="")
     db_arg(create)
     create.set_defaults(func=cmd_keys_create)
+
+    extra = sub.add_parser("extrapolate", help="per-module values at a target model shape")
+    extra.add_argument("--study", required=True, help="study id")
+    extra.add_argument("--target", required=True, help="e.g. width=4096,depth=32,batch_size=512")
+    extra.add_argument("--trial", help="trial id (default: the study's best)")
+    db_arg(extra)
+    extra.set_defaults(func=cmd_extrapolate)
+
+    add_worker_parser(sub)
     return parser
 
 

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         description="If set and no key exists, `hpo serve` stores this admin key instead of "
         "generating one (for containers).",
     )
+    auth_failure_limit: int = Field(
+        20, ge=1, description="Failed authentications per source and window before 429."
+    )
+    auth_failure_window_seconds: float = Field(
+        60.0, gt=0, description="Window of the failed-authentication limit."
+    )
     log_level: str = Field("info", description="Log level of the service.")
     suggestion_deadline_seconds: float = Field(
         5.0, gt=0, description="How long a suggestion request waits for the designer."

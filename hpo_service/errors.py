@@ -22,6 +22,7 @@ The tree::
     │   ├── CompletionConflictError (409, completion-conflict)
     │   └── IdempotencyConflictError (409, idempotency-conflict)
     ├── PayloadTooLargeError (413, payload-too-large)
+    ├── RateLimitedError (429, too-many-requests)
     └── ServiceUnavailableError (503, service-unavailable)
 """
 
@@ -44,6 +45,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "RateLimitedError",
     "ServiceUnavailableError",
     "StudyNotFoundError",
     "TrialNotFoundError",
@@ -198,6 +200,18 @@ class PayloadTooLargeError(HPOError):
     status = 413
     slug = "payload-too-large"
     title = "Payload too large"
+
+
+class RateLimitedError(HPOError):
+    """Too many failed authentication attempts from one source; retry later."""
+
+    status = 429
+    slug = "too-many-requests"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class ServiceUnavailableError(HPOError):

@@ -132,7 +132,9 @@ def keys(db: Database) -> Keys:
     now = utcnow()
 
     def make(role: Role, tenant: str) -> str:
-        return api_keys.create_key(db, role=role, tenant=tenant, name=f"{role}-{tenant}", now=now).key
+        return api_keys.create_key(
+            db, role=role, tenant=tenant, name=f"{role}-{tenant}", now=now
+        ).key
 
     return Keys(
         admin=make(Role.ADMIN, "ops"),

@@ -17,8 +17,23 @@ from tests.builders import study
 
 def test_keys_create_prints_key_on_last_line(tmp_path: Path, capsys) -> None:
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    assert main(["keys", "create", "--role", "worker", "--tenant", "acme", "--name", "gpu-1",
-                 "--database-url", url]) == 0
+    assert (
+        main(
+            [
+                "keys",
+                "create",
+                "--role",
+                "worker",
+                "--tenant",
+                "acme",
+                "--name",
+                "gpu-1",
+                "--database-url",
+                url,
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(r"hpo_key_[0-9a-f]{24}_[0-9a-f]{64}", lines[-1])
 
@@ -40,7 +55,11 @@ def test_serve_first_start_prints_admin_key_and_serves(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPO_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "hpo_service", "serve", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -62,11 +81,17 @@ def test_serve_first_start_prints_admin_key_and_serves(tmp_path: Path) -> None:
         created = httpx.post(f"{base}/v1/studies", json=study(), headers=headers)
         assert created.status_code == 201
         sid = created.json()["id"]
-        lease = httpx.post(f"{base}/v1/studies/{sid}/suggestions",
-                           json={"worker_id": "w", "count": 1}, headers=headers).json()
+        lease = httpx.post(
+            f"{base}/v1/studies/{sid}/suggestions",
+            json={"worker_id": "w", "count": 1},
+            headers=headers,
+        ).json()
         tid = lease["trials"][0]["id"]
-        done = httpx.post(f"{base}/v1/trials/{tid}/complete",
-                          json={"worker_id": "w", "metrics": {"val_loss": 0.25}}, headers=headers)
+        done = httpx.post(
+            f"{base}/v1/trials/{tid}/complete",
+            json={"worker_id": "w", "metrics": {"val_loss": 0.25}},
+            headers=headers,
+        )
         assert done.status_code == 200
         best = httpx.get(f"{base}/v1/studies/{sid}/best", headers=headers).json()
         assert best["trials"][0]["id"] == tid
@@ -78,7 +103,15 @@ def test_serve_first_start_prints_admin_key_and_serves(tmp_path: Path) -> None:
             proc.kill()
     # a second start finds the key and prints none
     proc2 = subprocess.run(
-        [sys.executable, "-c", "from hpo_service.cli import main; import sys; sys.exit(main(['migrate']))"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "from hpo_service.cli import main; import sys; sys.exit(main(['migrate']))",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc2.returncode == 0

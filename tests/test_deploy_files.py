@@ -20,7 +20,10 @@ def test_compose_services_ports_and_environment_agree() -> None:
     url = make_url(services["service"]["environment"]["HPO_DATABASE_URL"])
     assert url.get_backend_name() == "postgresql"
     assert (url.username, url.password, url.host, url.database) == (
-        db_env["POSTGRES_USER"], db_env["POSTGRES_PASSWORD"], "db", db_env["POSTGRES_DB"],
+        db_env["POSTGRES_USER"],
+        db_env["POSTGRES_PASSWORD"],
+        "db",
+        db_env["POSTGRES_DB"],
     )
     assert "pgdata:/var/lib/postgresql/data" in services["db"]["volumes"]
     assert "healthcheck" in services["db"]
@@ -38,5 +41,6 @@ def test_dockerfiles_pin_cpu_torch_and_install_the_package() -> None:
     for name in ("service.Dockerfile", "worker.Dockerfile"):
         text = (ROOT / "docker" / name).read_text()
         assert "torch==2.13.0" in text
-        assert "COPY migrations" in text and "pip install -e ." in text
+        assert "COPY migrations" in text
+        assert "pip install -e ." in text
     assert 'CMD ["hpo", "serve"' in (ROOT / "docker" / "service.Dockerfile").read_text()

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from hpo_service import __version__
+from hpo_service.api.auth_throttle import FailedAuthLimiter
 from hpo_service.api.housekeeping import Housekeeper
+from hpo_service.api.key_usage import KeyUsageMiddleware
+from hpo_service.api.metrics import Metrics, MetricsMiddleware
+from hpo_service.api.metrics import router as metrics_router
 from hpo_service.api.middleware import BodyGuardMiddleware
-from hpo_service.api.problems import install_problem_handlers
-from hpo_service.api.routes import health, studies, trials
+from hpo_service.api.problems import PROBLEM_RESPONSES, install_problem_handlers
+from hpo_service.api.routes import admin, health, studies, transfer, trials
+from hpo_service.api.schemas.common import Problem
 from hpo_service.config import Settings
+from hpo_service.dashboard.routes import install_dashboard
 from hpo_service.db.database import Database
+from hpo_service.services.admin import KeyUsageRecorder
 
 __all__ = ["app_from_environment", "create_app"]
 
@@ -52,12 +61,43 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.db = database
     app.state.housekeeper = housekeeper
+    app.state.auth_limiter = FailedAuthLimiter(
+        settings.auth_failure_limit, settings.auth_failure_window_seconds
+    )
     install_problem_handlers(app)
     app.add_middleware(BodyGuardMiddleware, settings=settings, db=database)
+    app.state.metrics = Metrics(database)
+    app.add_middleware(KeyUsageMiddleware, recorder=KeyUsageRecorder(database))
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: times all
     app.include_router(health.router)
-    app.include_router(studies.router)
-    app.include_router(trials.router)
+    app.include_router(studies.router, responses=PROBLEM_RESPONSES)
+    app.include_router(trials.router, responses=PROBLEM_RESPONSES)
+    app.include_router(admin.router, responses=PROBLEM_RESPONSES)
+    app.include_router(transfer.router, responses=PROBLEM_RESPONSES)
+    app.include_router(metrics_router)
+    install_dashboard(app)
+    _register_problem_schema(app)
     return app
+
+
+def _register_problem_schema(app: FastAPI) -> None:
+    """Add the Problem schema to the OpenAPI components the error responses refer to."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components["Problem"] = Problem.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            for name, sub in components["Problem"].pop("$defs", {}).items():
+                components.setdefault(name, sub)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_environment() -> FastAPI:

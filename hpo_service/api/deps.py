@@ -7,10 +7,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from hpo_service.api.auth_throttle import FailedAuthLimiter
 from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
 from hpo_service.domain import Principal, Role
+from hpo_service.errors import AuthenticationError
 from hpo_service.services import api_keys
 from hpo_service.services.access import require_role
 
@@ -43,9 +45,24 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
+def _source(request: Request, token: str | None) -> str:
+    """Who is trying: the key id named in the token, else the client address."""
+    if token and token.count("_") >= 3:
+        return "key:" + token.rsplit("_", 1)[0]
+    return "addr:" + (request.client.host if request.client else "unknown")
+
+
 def _principal(request: Request) -> Principal:
     db = _database(request)
-    principal = api_keys.authenticate(db, _bearer(request), now=utcnow())
+    limiter: FailedAuthLimiter = request.app.state.auth_limiter
+    token = _bearer(request)
+    source = _source(request, token)
+    limiter.check(source)
+    try:
+        principal = api_keys.authenticate(db, token, now=utcnow())
+    except AuthenticationError:
+        limiter.record_failure(source)
+        raise
     request.state.principal = principal
     return principal
 

@@ -26,7 +26,7 @@ class Housekeeper:
         self.db = db
         self.settings = settings
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="hpo-housekeeping", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def tick(self) -> int:
         """One round; returns how many leases were reclaimed."""
@@ -37,8 +37,8 @@ class Housekeeper:
         )
         return reclaimed
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.settings.reclaim_interval_seconds):
+    def _loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.reclaim_interval_seconds):
             try:
                 reclaimed = self.tick()
                 if reclaimed:
@@ -47,11 +47,17 @@ class Housekeeper:
                 log.warning("housekeeping round failed", exc_info=True)
 
     def start(self) -> None:
-        """Start the background thread."""
+        """Start the background thread (again, if a previous lifespan stopped it)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, args=(self._stop,), name="hpo-housekeeping", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
         """Ask the thread to finish and wait briefly for it."""
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=5)

@@ -17,14 +17,44 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hpo_service.errors import HPOError, InvalidInputError, ServiceUnavailableError
+from hpo_service.errors import (
+    HPOError,
+    InvalidInputError,
+    RateLimitedError,
+    ServiceUnavailableError,
+)
 
-__all__ = ["PROBLEM_BASE", "install_problem_handlers", "problem_response"]
+__all__ = [
+    "PROBLEM_BASE",
+    "PROBLEM_RESPONSES",
+    "install_problem_handlers",
+    "problem_response",
+]
 
 log = logging.getLogger(__name__)
 
 PROBLEM_BASE = "https://hpo-service.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+# Error answers every API route may give, documented once for the OpenAPI document.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _documented("Missing, invalid, revoked or expired API key"),
+    403: _documented("The key's role may not do this"),
+    404: _documented("Unknown id, or another tenant's resource"),
+    409: _documented("Conflicts with the resource's state (e.g. trial-not-leased)"),
+    413: _documented("Request body too large"),
+    422: _documented("Invalid input; `errors` lists each field"),
+    429: _documented("Too many failed authentication attempts"),
+    503: _documented("The database is unavailable; retry"),
+}
 
 _HTTP_SLUGS = {
     400: ("bad-request", "Bad request"),
@@ -69,6 +99,8 @@ def _from_error(exc: HPOError, request: Request) -> JSONResponse:
     headers = {"Retry-After": "2"} if isinstance(exc, ServiceUnavailableError) else None
     if exc.status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, RateLimitedError):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
     return problem_response(
         exc.status,
         exc.slug,
@@ -143,9 +175,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         # The database refused a value the schemas let through (e.g. a NUL byte in a
         # string on PostgreSQL): that is bad input, and the transaction was rolled back.
         return problem_response(
-            422, "validation-error", "Invalid input",
+            422,
+            "validation-error",
+            "Invalid input",
             "a value in the request cannot be stored (for example, it contains a NUL byte)",
-            instance=request.url.path, errors=[{"loc": ["body"], "msg": "value cannot be stored"}],
+            instance=request.url.path,
+            errors=[{"loc": ["body"], "msg": "value cannot be stored"}],
         )
 
     @app.exception_handler(DBAPIError)

@@ -159,21 +159,33 @@ class HPOClient:
         )
         return out
 
-    def fail(self, trial_id: str, worker_id: str, error: str, *, retry: bool = False) -> JSON:
-        """``POST /v1/trials/{id}/fail``."""
+    def fail(
+        self,
+        trial_id: str,
+        worker_id: str,
+        error: str,
+        *,
+        retry: bool = False,
+        idempotency_key: str | None = None,
+    ) -> JSON:
+        """``POST /v1/trials/{id}/fail``; with ``retry`` the trial is queued again."""
         out: JSON = self.request(
             "POST",
             f"/v1/trials/{trial_id}/fail",
             json={"worker_id": worker_id, "error": error, "retry": retry},
+            idempotency_key=idempotency_key,
         )
         return out
 
-    def infeasible(self, trial_id: str, worker_id: str, reason: str) -> JSON:
+    def infeasible(
+        self, trial_id: str, worker_id: str, reason: str, *, idempotency_key: str | None = None
+    ) -> JSON:
         """``POST /v1/trials/{id}/infeasible``."""
         out: JSON = self.request(
             "POST",
             f"/v1/trials/{trial_id}/infeasible",
             json={"worker_id": worker_id, "reason": reason},
+            idempotency_key=idempotency_key,
         )
         return out
 

@@ -25,7 +25,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from hpo_service.db.base import Base, JSONType, UTCDateTime, utcnow
 
-__all__ = ["ApiKeyRow", "IdempotencyRow", "MeasurementRow", "StudyRow", "TrialRow"]
+__all__ = [
+    "ApiKeyRow",
+    "AuditRow",
+    "IdempotencyRow",
+    "MeasurementRow",
+    "StudyRow",
+    "TrialRow",
+]
 
 
 class ApiKeyRow(Base):
@@ -154,3 +161,36 @@ class IdempotencyRow(Base):
     content_type: Mapped[str | None] = mapped_column(String(128), nullable=True)
     body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AuditRow(Base):
+    """One admin or key action: who did what to which resource, and when.
+
+    Rows are only ever appended. ``id`` grows monotonically, so the log pages by keyset on
+    it (newest first) without a sort.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_at", "at", "id"),
+        Index("ix_audit_log_action", "action", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    actor_tenant: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    actor_role: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+# Indexes of the admin history queries (GET /v1/admin/trials): every ordering is a keyset
+# over (timestamp, id), alone or behind one equality filter, so each page is an index range
+# scan whatever the table size. Declared here so autogenerate sees them; created in 0002.
+Index("ix_trials_created", TrialRow.created_at, TrialRow.id)
+Index("ix_trials_study_created", TrialRow.study_id, TrialRow.created_at, TrialRow.id)
+Index("ix_trials_state_created", TrialRow.state, TrialRow.created_at, TrialRow.id)
+Index("ix_trials_worker_created", TrialRow.worker_id, TrialRow.created_at, TrialRow.id)
+Index("ix_trials_finished", TrialRow.finished_at, TrialRow.id)

@@ -108,6 +108,51 @@ class SpaceEncoder:
         """Decode an ``n x d`` array into ``n`` assignments."""
         return [self.decode(row) for row in np.atleast_2d(xs)]
 
+    def project(self, xs: FloatArray) -> FloatArray:
+        """Snap ``n x d`` cube points onto the encodings of valid assignments.
+
+        An optimiser moves freely in the cube; projecting rounds integers and ordinals to
+        their grid, turns categorical columns into an exact one-hot vertex and centres
+        inactive conditional parameters, so the model scores exactly what would be run.
+        """
+        xs = np.clip(np.atleast_2d(np.asarray(xs, dtype=np.float64)), 0.0, 1.0)
+        if any(p.conditions is not None for p in self.space.parameters):
+            return self.encode_many(self.decode_many(xs))
+        out = xs.copy()
+        for p, c in zip(self.space.parameters, self.columns, strict=True):
+            if isinstance(p, CategoricalParameter):
+                block = np.zeros((len(xs), c.stop - c.start))
+                block[np.arange(len(xs)), np.argmax(xs[:, c.start : c.stop], axis=1)] = 1.0
+                out[:, c.start : c.stop] = block
+            elif isinstance(p, IntParameter):
+                lo, hi = _interval(p)
+                raw = lo + xs[:, c.start] * (hi - lo)
+                ints = np.clip(np.rint(np.exp(raw) if p.scale == "log" else raw), p.low, p.high)
+                t = np.log(ints) if p.scale == "log" else ints
+                out[:, c.start] = np.clip((t - lo) / (hi - lo), 0.0, 1.0)
+            elif isinstance(p, OrdinalParameter):
+                grid = np.array([_to_unit(p, float(v)) for v in p.values])
+                idx = np.abs(xs[:, c.start, None] - grid[None, :]).argmin(axis=1)
+                out[:, c.start] = grid[idx]
+        return out
+
+    def grid(self, name: str, max_size: int = 4096) -> FloatArray | None:
+        """Encoded positions of every value of an integer or ordinal parameter.
+
+        Returns None for floats, categoricals and grids larger than ``max_size`` (those
+        are searched as continuous and rounded), so callers can enumerate small grids.
+        """
+        p = self.space.get(name)
+        if isinstance(p, OrdinalParameter):
+            values: list[float] = [float(v) for v in p.values]
+        elif isinstance(p, IntParameter) and p.high - p.low < max_size:
+            values = [float(v) for v in range(p.low, p.high + 1)]
+        else:
+            return None
+        if len(values) > max_size:
+            return None
+        return np.array([_to_unit(p, v) for v in values], dtype=np.float64)
+
 
 def _transform(scale: str, v: float) -> float:
     return math.log(v) if scale == "log" else v

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from hpo_service.domain import StudyConfig
 from hpo_service.engine.designer import Designer, DesignerFactory
+from hpo_service.engine.gp import GPDesigner
 from hpo_service.engine.random_search import RandomDesigner, SobolDesigner
 from hpo_service.errors import UnknownAlgorithmError
 
@@ -23,6 +24,7 @@ __all__ = [
 _FACTORIES: dict[str, DesignerFactory] = {
     "random": RandomDesigner,
     "sobol": SobolDesigner,
+    "gp": GPDesigner,
 }
 # Preference order for studies that name no algorithm: the best one this build offers.
 _PREFERENCE = ["gp", "sobol", "random"]

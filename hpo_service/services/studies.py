@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
 from hpo_service.db.ids import new_id
-from hpo_service.db.mapping import to_study, to_trial
+from hpo_service.db.mapping import study_config, to_study, to_trial
 from hpo_service.db.models import StudyRow
 from hpo_service.db.repositories import StudyRepository, TrialRepository
 from hpo_service.domain import (
@@ -26,7 +27,11 @@ from hpo_service.domain import (
     Trial,
 )
 from hpo_service.engine import registry
-from hpo_service.errors import UnsupportedFeatureError
+from hpo_service.engine.pareto import best_trials as rank_best
+from hpo_service.engine.stopping import validate_stopping
+from hpo_service.errors import InvalidInputError
+from hpo_service.scaling.config import validate_scale
+from hpo_service.services import transfer
 from hpo_service.services.access import require_role, visible_study
 from hpo_service.services.pagination import Page, decode_token, encode_token
 
@@ -74,29 +79,16 @@ class StudyChanges:
 
 def _check_supported(new: NewStudy) -> None:
     """Refuse capabilities this build lacks, with a 422 naming the field."""
-    if new.transfer is not None and new.transfer.get("method", "box") != "none":
-        raise UnsupportedFeatureError.at(
-            ("body", "transfer", "method"),
-            "transfer learning of search spaces is not available in this version; "
-            "use method 'none' or omit 'transfer'",
-        )
-    if new.scale is not None:
-        raise UnsupportedFeatureError.at(
-            ("body", "scale"),
-            "scale-aware studies (per-module extrapolation) are not available in this version",
-        )
-    if len(new.objectives) > 1:
-        raise UnsupportedFeatureError.at(
-            ("body", "objectives"), "multi-objective studies are not available in this version"
-        )
-    if new.constraints:
-        raise UnsupportedFeatureError.at(
-            ("body", "constraints"), "outcome constraints are not available in this version"
-        )
-    if new.stopping is not None:
-        raise UnsupportedFeatureError.at(
-            ("body", "stopping"), "early stopping is not available in this version"
-        )
+    metrics = [o.metric for o in new.objectives]
+    if len(set(metrics)) != len(metrics):
+        raise InvalidInputError.at(("body", "objectives"), "objective metrics must be distinct")
+    for i, c in enumerate(new.constraints):
+        if c.metric in metrics or c.metric == new.objective.metric:
+            raise InvalidInputError.at(
+                ("body", "constraints", i, "metric"),
+                f"{c.metric!r} is an objective; constraints bound other metrics",
+            )
+    validate_stopping(new.stopping)
 
 
 def create_study(
@@ -107,11 +99,12 @@ def create_study(
     Raises:
         PermissionDeniedError: for worker keys.
         UnknownAlgorithmError: when ``algorithm`` names no designer.
-        UnsupportedFeatureError: for capabilities not available yet.
+        InvalidInputError: a bad transfer spec or unusable named source studies.
     """
     require_role(principal, Role.CLIENT)
     algorithm = registry.check_algorithm(new.algorithm or registry.default_algorithm())
     _check_supported(new)
+    scale = validate_scale(new.scale, param_names=new.space.names)
     objectives = new.objectives
     objective = objectives[0] if objectives else new.objective
     row = StudyRow(
@@ -126,7 +119,7 @@ def create_study(
         space=new.space.model_dump(mode="json", exclude_none=True),
         algorithm=algorithm,
         transfer=new.transfer,
-        scale=new.scale,
+        scale=scale.model_dump(mode="json", exclude_none=True) if scale is not None else None,
         max_trials=new.max_trials,
         max_attempts=new.max_attempts or default_max_attempts,
         seed=new.seed,
@@ -135,6 +128,18 @@ def create_study(
         next_number=0,
     )
     with db.write() as session:
+        if new.transfer is not None:
+            fitted = transfer.fit_in_session(
+                session,
+                tenant=principal.tenant,
+                family=new.family,
+                space=new.space,
+                spec=new.transfer,
+                now=utcnow(),
+            )
+            if fitted is not None:
+                row.transfer = {**new.transfer, "fitted": fitted}
+                row.effective_space = fitted
         StudyRepository(session).add(row)
         return to_study(row)
 
@@ -207,11 +212,20 @@ def delete_study(db: Database, principal: Principal, study_id: str) -> None:
 
 
 def best_trials(db: Database, principal: Principal, study_id: str) -> list[Trial]:
-    """The best completed trial (empty when none is completed yet)."""
+    """The best feasible completed trial, or the Pareto set of a multi-objective study.
+
+    Empty when nothing (feasible) has completed yet. A single objective without
+    constraints is answered from the ``(study, value)`` index.
+    """
     with db.read() as session:
         row = visible_study(session, principal, study_id)
-        goal = Objective.model_validate(row.objective).goal
+        config = study_config(row)
         repo = TrialRepository(session)
-        ranked = repo.completed_by_value(row.id, goal)[:1]
-        measurements = repo.measurements([t.id for t in ranked])
-        return [to_trial(t, measurements[t.id]) for t in ranked]
+        completed = repo.completed_by_value(row.id, config.objective.goal)
+        if len(config.all_objectives) == 1 and not config.constraints:
+            chosen = list(completed[:1])
+        else:
+            by_id = {t.id: t for t in completed}
+            chosen = [by_id[t.id] for t in rank_best([to_trial(t) for t in completed], config)]
+        measurements = repo.measurements([t.id for t in chosen])
+        return [to_trial(t, measurements[t.id]) for t in chosen]

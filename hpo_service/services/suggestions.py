@@ -29,9 +29,9 @@ from hpo_service.db.models import StudyRow, TrialRow
 from hpo_service.db.repositories import TrialRepository
 from hpo_service.domain import Principal, Role, StudyConfig, StudyState, Trial, TrialState
 from hpo_service.engine.designer import Suggestion
-from hpo_service.engine.registry import make_designer
 from hpo_service.services.access import require_role, visible_study
 from hpo_service.services.leases import extend, grant, reclaim_in_session
+from hpo_service.services.transfer import designer_for
 
 __all__ = ["LeaseResult", "request_suggestions"]
 
@@ -110,7 +110,7 @@ def _snapshot(repo: TrialRepository, study: StudyRow, wanted: int) -> _Snapshot:
 
 
 def _run_designer(snap: _Snapshot) -> list[Suggestion]:
-    designer = make_designer(snap.config, _request_seed(snap.config, snap.next_number))
+    designer = designer_for(snap.config, _request_seed(snap.config, snap.next_number))
     designer.update(snap.completed, snap.pending)
     return designer.suggest(snap.wanted)
 

@@ -30,6 +30,7 @@ from hpo_service.domain import (
     TrialState,
     objective_value,
 )
+from hpo_service.engine.stopping import should_stop, validate_stopping
 from hpo_service.errors import (
     CompletionConflictError,
     FieldError,
@@ -171,14 +172,35 @@ def report_measurement(
     require_role(principal, Role.WORKER)
     clean = _check_metrics(metrics, ("body", "metrics"))
     with db.write() as session:
-        row, _study = visible_trial(session, principal, trial_id, lock=True)
+        row, study = visible_trial(session, principal, trial_id, lock=True)
         _held(row, worker_id)
         repo = TrialRepository(session)
         repo.add_measurement(
             MeasurementRow(trial_id=row.id, step=step, metrics=clean, elapsed_s=elapsed_s, at=now)
         )
         extend(row, now, lease_seconds)
+        if row.state == TrialState.ACTIVE.value:
+            _apply_stopping(repo, row, study)
         return row.state == TrialState.STOPPING.value
+
+
+def _apply_stopping(repo: TrialRepository, row: TrialRow, study: StudyRow) -> None:
+    """Move the trial to ``stopping`` when the study's policy says it is not worth finishing.
+
+    The decision is a pure function of every trial's measurements, made inside the
+    report's transaction so the worker learns it in the same response.
+    """
+    config = study_config(study)
+    policy = validate_stopping(config.stopping)
+    if policy is None:
+        return
+    history = repo.with_measurements(study.id)
+    trials = [to_trial(t, list(t.measurements)) for t in history]
+    me = next(t for t in trials if t.id == row.id)
+    decision = should_stop(policy, me, trials, config.objective)
+    if decision.stop:
+        row.state = TrialState.STOPPING.value
+        row.meta = {**(row.meta or {}), "stopped_early": decision.reason}
 
 
 def complete_trial(

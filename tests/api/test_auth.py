@@ -15,10 +15,18 @@ def test_missing_and_invalid_keys_are_401(app_client: TestClient, keys) -> None:
     assert r.status_code == 401
     assert r.headers["www-authenticate"] == "Bearer"
     assert r.json()["type"].endswith("/unauthenticated")
-    for header in ("Bearer nope", "Bearer hpo_key_000000000000000000000000_00", "Basic abc", keys.admin):
+    for header in (
+        "Bearer nope",
+        "Bearer hpo_key_000000000000000000000000_00",
+        "Basic abc",
+        keys.admin,
+    ):
         assert app_client.get("/v1/studies", headers={"Authorization": header}).status_code == 401
     tampered = keys.admin[:-1] + ("0" if keys.admin[-1] != "0" else "1")
-    assert app_client.get("/v1/studies", headers={"Authorization": f"Bearer {tampered}"}).status_code == 401
+    assert (
+        app_client.get("/v1/studies", headers={"Authorization": f"Bearer {tampered}"}).status_code
+        == 401
+    )
 
 
 def test_expired_key_is_401(app_client: TestClient, db) -> None:
@@ -36,10 +44,13 @@ def test_open_endpoints_need_no_key(app_client: TestClient) -> None:
     assert app_client.get("/openapi.json").status_code == 200
     assert app_client.get("/docs").status_code == 200
     ready = app_client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
 
 
-def test_worker_cannot_create_or_modify(app_client: TestClient, worker: HPOClient, client: HPOClient) -> None:
+def test_worker_cannot_create_or_modify(
+    app_client: TestClient, worker: HPOClient, client: HPOClient
+) -> None:
     s = client.create_study(study())
     for call in (
         lambda: worker.create_study(study()),
@@ -61,8 +72,14 @@ def test_client_and_admin_may_lease(client: HPOClient, admin: HPOClient) -> None
     assert len(admin.suggest(s["id"], "a", 1)["trials"]) == 1
 
 
-def test_tenants_are_isolated(client: HPOClient, outsider: HPOClient, worker: HPOClient,
-                              admin: HPOClient, app_client: TestClient, keys) -> None:
+def test_tenants_are_isolated(
+    client: HPOClient,
+    outsider: HPOClient,
+    worker: HPOClient,
+    admin: HPOClient,
+    app_client: TestClient,
+    keys,
+) -> None:
     s = client.create_study(study())
     t = worker.suggest(s["id"], "w1", 1)["trials"][0]
     other_worker = HPOClient(api_key=keys.other_worker, http=app_client)
@@ -109,7 +126,8 @@ def test_first_start_creates_one_admin_key(db) -> None:
 
         session.execute(text("DELETE FROM api_keys"))
     issued = api_keys.ensure_admin_key(db, now=utcnow())
-    assert issued is not None and issued.role is Role.ADMIN
+    assert issued is not None
+    assert issued.role is Role.ADMIN
     assert api_keys.ensure_admin_key(db, now=utcnow()) is None
     principal = api_keys.authenticate(db, issued.key, now=utcnow())
     assert principal.role is Role.ADMIN

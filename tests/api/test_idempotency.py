@@ -6,7 +6,9 @@ from hpo_service.client import HPOClient
 from tests.builders import study
 
 
-def test_same_key_same_body_replays_first_response(app_client: TestClient, client: HPOClient) -> None:
+def test_same_key_same_body_replays_first_response(
+    app_client: TestClient, client: HPOClient
+) -> None:
     headers = {**client._headers, "Idempotency-Key": "create-1"}
     first = app_client.post("/v1/studies", json=study(), headers=headers)
     second = app_client.post("/v1/studies", json=study(), headers=headers)
@@ -25,15 +27,21 @@ def test_same_key_other_body_is_409(app_client: TestClient, client: HPOClient) -
     assert len(client.list_studies()["items"]) == 1
 
 
-def test_keys_are_scoped_per_caller(app_client: TestClient, client: HPOClient, outsider: HPOClient) -> None:
+def test_keys_are_scoped_per_caller(
+    app_client: TestClient, client: HPOClient, outsider: HPOClient
+) -> None:
     for c in (client, outsider):
-        r = app_client.post("/v1/studies", json=study(), headers={**c._headers, "Idempotency-Key": "k"})
+        r = app_client.post(
+            "/v1/studies", json=study(), headers={**c._headers, "Idempotency-Key": "k"}
+        )
         assert r.status_code == 201
     assert len(client.list_studies()["items"]) == 1
     assert len(outsider.list_studies()["items"]) == 1
 
 
-def test_suggestions_with_key_lease_once(app_client: TestClient, client: HPOClient, worker: HPOClient) -> None:
+def test_suggestions_with_key_lease_once(
+    app_client: TestClient, client: HPOClient, worker: HPOClient
+) -> None:
     s = client.create_study(study())
     headers = {**worker._headers, "Idempotency-Key": "lease-1"}
     body = {"worker_id": "w", "count": 2}

@@ -27,7 +27,9 @@ def test_wrong_method_is_problem_405(app_client: TestClient) -> None:
     assert r.json()["type"] == PROBLEM + "method-not-allowed"
 
 
-def test_oversized_body_is_413_and_stores_nothing(app_client: TestClient, client: HPOClient) -> None:
+def test_oversized_body_is_413_and_stores_nothing(
+    app_client: TestClient, client: HPOClient
+) -> None:
     body = study(metadata={"blob": "x" * 2_000_000})
     r = app_client.post("/v1/studies", json=body, headers=client._headers)
     assert r.status_code == 413
@@ -53,12 +55,20 @@ def test_nul_bytes_are_rejected_not_500(app_client: TestClient, client: HPOClien
 def test_openapi_describes_every_route(app_client: TestClient) -> None:
     paths = app_client.get("/openapi.json").json()["paths"]
     for path in (
-        "/v1/studies", "/v1/studies/{study_id}", "/v1/studies/{study_id}/best",
-        "/v1/studies/{study_id}/suggestions", "/v1/studies/{study_id}/trials",
-        "/v1/studies/{study_id}/trials:batch", "/v1/trials/{trial_id}",
-        "/v1/trials/{trial_id}/heartbeat", "/v1/trials/{trial_id}/measurements",
-        "/v1/trials/{trial_id}/complete", "/v1/trials/{trial_id}/fail",
-        "/v1/trials/{trial_id}/infeasible", "/healthz", "/readyz",
+        "/v1/studies",
+        "/v1/studies/{study_id}",
+        "/v1/studies/{study_id}/best",
+        "/v1/studies/{study_id}/suggestions",
+        "/v1/studies/{study_id}/trials",
+        "/v1/studies/{study_id}/trials:batch",
+        "/v1/trials/{trial_id}",
+        "/v1/trials/{trial_id}/heartbeat",
+        "/v1/trials/{trial_id}/measurements",
+        "/v1/trials/{trial_id}/complete",
+        "/v1/trials/{trial_id}/fail",
+        "/v1/trials/{trial_id}/infeasible",
+        "/healthz",
+        "/readyz",
     ):
         assert path in paths, path
     assert set(paths["/v1/studies/{study_id}"]) == {"get", "patch", "delete"}

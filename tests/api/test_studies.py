@@ -25,7 +25,12 @@ def test_create_returns_201_with_defaults(client: HPOClient, app_client) -> None
     assert created["algorithm"] in ("gp", "sobol")
     assert created["effective_space"] is None
     assert created["trial_counts"] == {
-        "requested": 0, "active": 0, "stopping": 0, "completed": 0, "failed": 0, "infeasible": 0,
+        "requested": 0,
+        "active": 0,
+        "stopping": 0,
+        "completed": 0,
+        "failed": 0,
+        "infeasible": 0,
     }
 
 
@@ -82,7 +87,9 @@ def test_patch_changes_only_sent_fields(client: HPOClient) -> None:
     assert patched["state"] == "paused"
 
 
-def test_delete_needs_admin_and_removes_trials(client: HPOClient, admin: HPOClient, worker: HPOClient) -> None:
+def test_delete_needs_admin_and_removes_trials(
+    client: HPOClient, admin: HPOClient, worker: HPOClient
+) -> None:
     s = client.create_study(study())
     trial = worker.suggest(s["id"], "w", 1)["trials"][0]
     with pytest.raises(ProblemError) as err:
@@ -107,7 +114,9 @@ def test_best_empty_then_best_by_goal(client: HPOClient, worker: HPOClient) -> N
 
 
 def test_invalid_space_is_422_with_location(app_client, client: HPOClient) -> None:
-    bad = study(space={"parameters": [{"name": "lr", "type": "float", "low": 0, "high": 1, "scale": "log"}]})
+    bad = study(
+        space={"parameters": [{"name": "lr", "type": "float", "low": 0, "high": 1, "scale": "log"}]}
+    )
     response = app_client.post("/v1/studies", json=bad, headers=client._headers)
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
@@ -118,7 +127,10 @@ def test_invalid_space_is_422_with_location(app_client, client: HPOClient) -> No
         "detail": "body.space.parameters.0.float: log scale requires low > 0, got 0.0",
         "instance": "/v1/studies",
         "errors": [
-            {"loc": ["body", "space", "parameters", 0, "float"], "msg": "log scale requires low > 0, got 0.0"}
+            {
+                "loc": ["body", "space", "parameters", 0, "float"],
+                "msg": "log scale requires low > 0, got 0.0",
+            }
         ],
     }
 
@@ -126,28 +138,56 @@ def test_invalid_space_is_422_with_location(app_client, client: HPOClient) -> No
 @pytest.mark.parametrize(
     ("parameters", "message"),
     [
-        ([{"name": "a", "type": "int", "low": 3, "high": 3}], "low (3) must be smaller than high (3)"),
-        ([{"name": "a", "type": "ordinal", "values": [1, 1]}], "ordinal values must be strictly increasing"),
-        ([{"name": "a", "type": "categorical", "choices": ["x", "x"]}], "categorical choices must be unique"),
         (
-            [{"name": "a", "type": "float", "low": 0, "high": 1}, {"name": "a", "type": "float", "low": 0, "high": 1}],
+            [{"name": "a", "type": "int", "low": 3, "high": 3}],
+            "low (3) must be smaller than high (3)",
+        ),
+        (
+            [{"name": "a", "type": "ordinal", "values": [1, 1]}],
+            "ordinal values must be strictly increasing",
+        ),
+        (
+            [{"name": "a", "type": "categorical", "choices": ["x", "x"]}],
+            "categorical choices must be unique",
+        ),
+        (
+            [
+                {"name": "a", "type": "float", "low": 0, "high": 1},
+                {"name": "a", "type": "float", "low": 0, "high": 1},
+            ],
             "parameter name 'a' is used twice",
         ),
         (
-            [{"name": "a", "type": "float", "low": 0, "high": 1, "conditions": {"parent": "zz", "values": ["x"]}}],
+            [
+                {
+                    "name": "a",
+                    "type": "float",
+                    "low": 0,
+                    "high": 1,
+                    "conditions": {"parent": "zz", "values": ["x"]},
+                }
+            ],
             "parameter 'a' depends on unknown parent 'zz'",
         ),
         (
             [
                 {"name": "o", "type": "categorical", "choices": ["x"]},
-                {"name": "a", "type": "float", "low": 0, "high": 1, "conditions": {"parent": "o", "values": ["y"]}},
+                {
+                    "name": "a",
+                    "type": "float",
+                    "low": 0,
+                    "high": 1,
+                    "conditions": {"parent": "o", "values": ["y"]},
+                },
             ],
             "condition of 'a': 'y' is not a value of 'o'",
         ),
     ],
 )
 def test_space_validation_messages(app_client, client: HPOClient, parameters, message) -> None:
-    response = app_client.post("/v1/studies", json=study(space={"parameters": parameters}), headers=client._headers)
+    response = app_client.post(
+        "/v1/studies", json=study(space={"parameters": parameters}), headers=client._headers
+    )
     assert response.status_code == 422
     assert any(e["msg"] == message for e in response.json()["errors"]), response.json()
 
@@ -167,19 +207,23 @@ def test_unknown_algorithm(app_client, client: HPOClient) -> None:
     body = r.json()
     assert body["type"] == PROBLEM + "unknown-algorithm"
     assert body["errors"][0]["loc"] == ["body", "algorithm"]
-    assert "random" in body["detail"] and "sobol" in body["detail"]
+    assert "random" in body["detail"]
+    assert "sobol" in body["detail"]
 
 
 def test_missing_required_fields(app_client, client: HPOClient) -> None:
     r = app_client.post("/v1/studies", json={"name": "x"}, headers=client._headers)
     assert r.status_code == 422
     locs = [e["loc"] for e in r.json()["errors"]]
-    assert ["body", "objective"] in locs and ["body", "space"] in locs
+    assert ["body", "objective"] in locs
+    assert ["body", "space"] in locs
 
 
 def test_malformed_json_is_422(app_client, client: HPOClient) -> None:
     r = app_client.post(
-        "/v1/studies", content=b"{not json", headers={**client._headers, "content-type": "application/json"}
+        "/v1/studies",
+        content=b"{not json",
+        headers={**client._headers, "content-type": "application/json"},
     )
     assert r.status_code == 422
     assert r.headers["content-type"] == "application/problem+json"
@@ -187,7 +231,9 @@ def test_malformed_json_is_422(app_client, client: HPOClient) -> None:
 
 def test_patch_validation(app_client, client: HPOClient) -> None:
     s = client.create_study(study())
-    r = app_client.patch(f"/v1/studies/{s['id']}", json={"state": "exploded"}, headers=client._headers)
+    r = app_client.patch(
+        f"/v1/studies/{s['id']}", json={"state": "exploded"}, headers=client._headers
+    )
     assert r.status_code == 422
     assert client.get_study(s["id"])["state"] == "active"
 

@@ -44,7 +44,9 @@ def test_restarted_worker_gets_its_trials_back_first(worker: HPOClient, sid: str
     assert again[2]["number"] == 2
 
 
-def test_queued_user_trials_come_before_new_ones(worker: HPOClient, client: HPOClient, sid: str) -> None:
+def test_queued_user_trials_come_before_new_ones(
+    worker: HPOClient, client: HPOClient, sid: str
+) -> None:
     queued = client.add_trial(sid, params(lr=0.01))
     assert queued["state"] == "requested"
     assert queued["attempt"] == 0
@@ -72,7 +74,10 @@ def test_paused_study_hands_out_nothing(worker: HPOClient, client: HPOClient, si
 
 def test_complete_flow_and_measurements(worker: HPOClient, client: HPOClient, sid: str) -> None:
     t = lease(worker, sid)[0]
-    assert worker.report(t["id"], "w1", 10, {"val_loss": 1.5, "train_loss": 1.7}, elapsed_s=2.0) is False
+    assert (
+        worker.report(t["id"], "w1", 10, {"val_loss": 1.5, "train_loss": 1.7}, elapsed_s=2.0)
+        is False
+    )
     assert worker.report(t["id"], "w1", 20, {"val_loss": 1.2}) is False
     hb = worker.heartbeat(t["id"], "w1")
     assert hb["should_stop"] is False
@@ -101,13 +106,18 @@ def test_complete_is_idempotent_and_conflicts_on_difference(worker: HPOClient, s
     assert worker.get_trial(t["id"])["result"] == {"metrics": {"val_loss": 0.5}}
 
 
-def test_objective_must_be_present_and_finite(worker: HPOClient, app_client, keys, sid: str) -> None:
+def test_objective_must_be_present_and_finite(
+    worker: HPOClient, app_client, keys, sid: str
+) -> None:
     t = lease(worker, sid)[0]
     with pytest.raises(ProblemError) as err:
         worker.complete(t["id"], "w1", {"acc": 0.5})
     assert err.value.status == 422
     assert err.value.errors == [
-        {"loc": ["body", "metrics", "val_loss"], "msg": "the objective metric 'val_loss' is missing"}
+        {
+            "loc": ["body", "metrics", "val_loss"],
+            "msg": "the objective metric 'val_loss' is missing",
+        }
     ]
     headers = {"Authorization": f"Bearer {keys.worker}", "content-type": "application/json"}
     for literal in (b"NaN", b"Infinity", b"-Infinity"):
@@ -141,7 +151,9 @@ def test_wrong_worker_gets_409(worker: HPOClient, sid: str) -> None:
         assert err.value.status == 409
         assert err.value.slug == "trial-not-leased"
     after = worker.get_trial(t["id"])
-    assert after["state"] == "active" and after["worker_id"] == "w1" and after["measurements"] == []
+    assert after["state"] == "active"
+    assert after["worker_id"] == "w1"
+    assert after["measurements"] == []
 
 
 def test_queued_trial_cannot_be_reported(worker: HPOClient, client: HPOClient, sid: str) -> None:
@@ -160,7 +172,9 @@ def test_fail_with_retry_requeues_then_fails(worker: HPOClient, client: HPOClien
     assert requeued["worker_id"] is None
     assert requeued["error"] == "CUDA OOM"
     again = lease(worker, s["id"], "w2")[0]
-    assert again["id"] == t["id"] and again["attempt"] == 2 and again["params"] == t["params"]
+    assert again["id"] == t["id"]
+    assert again["attempt"] == 2
+    assert again["params"] == t["params"]
     final = worker.fail(t["id"], "w2", "CUDA OOM again", retry=True)
     assert final["state"] == "failed"
     assert "gave up after 2 attempts" in final["error"]
@@ -169,10 +183,12 @@ def test_fail_with_retry_requeues_then_fails(worker: HPOClient, client: HPOClien
 def test_fail_without_retry_and_infeasible(worker: HPOClient, sid: str) -> None:
     a, b = lease(worker, sid, "w1", 2)
     failed = worker.fail(a["id"], "w1", "segfault")
-    assert failed["state"] == "failed" and failed["error"] == "segfault"
+    assert failed["state"] == "failed"
+    assert failed["error"] == "segfault"
     assert worker.fail(a["id"], "w1", "segfault") == failed  # idempotent
     inf = worker.infeasible(b["id"], "w1", "loss diverged")
-    assert inf["state"] == "infeasible" and inf["error"] == "loss diverged"
+    assert inf["state"] == "infeasible"
+    assert inf["error"] == "loss diverged"
     with pytest.raises(ProblemError) as err:
         worker.complete(b["id"], "w1", {"val_loss": 1.0})
     assert err.value.status == 409
@@ -211,13 +227,19 @@ def test_batch_is_all_or_nothing(client: HPOClient, sid: str) -> None:
     assert err.value.errors[0]["loc"] == ["body", "trials", 1, "params", "optimizer"]
     assert client.list_trials(sid)["items"] == []
     created = client.add_trials(
-        sid, [{"params": params()}, {"params": params(lr=0.02), "result": {"metrics": {"val_loss": 1.0}}}]
+        sid,
+        [
+            {"params": params()},
+            {"params": params(lr=0.02), "result": {"metrics": {"val_loss": 1.0}}},
+        ],
     )
     assert [t["state"] for t in created] == ["requested", "completed"]
     assert [t["number"] for t in created] == [0, 1]
 
 
-def test_list_trials_filters_order_and_pages(client: HPOClient, worker: HPOClient, sid: str) -> None:
+def test_list_trials_filters_order_and_pages(
+    client: HPOClient, worker: HPOClient, sid: str
+) -> None:
     for i, loss in enumerate([0.5, 0.2, 0.9, 0.1]):
         client.add_trial(sid, params(lr=10 ** (-4 + 0.1 * i)), {"val_loss": loss})
     lease(worker, sid, "w9", 2)

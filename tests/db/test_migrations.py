@@ -13,7 +13,15 @@ from hpo_service.db.migrate import current_revision, downgrade, head_revision, u
 from hpo_service.db.models import Base
 from tests.conftest import PG_ADMIN_URL, require_postgres
 
-EXPECTED = {"api_keys", "studies", "trials", "measurements", "idempotency_keys", "alembic_version"}
+EXPECTED = {
+    "api_keys",
+    "studies",
+    "trials",
+    "measurements",
+    "idempotency_keys",
+    "audit_log",
+    "alembic_version",
+}
 
 
 def _check_roundtrip(url: str) -> None:
@@ -24,7 +32,7 @@ def _check_roundtrip(url: str) -> None:
         assert current_revision(db.engine) == head_revision()
         assert set(inspect(db.engine).get_table_names()) == EXPECTED
         indexes = {i["name"] for i in inspect(db.engine).get_indexes("trials")}
-        assert {"ix_trials_study_state", "ix_trials_state_lease"} <= indexes
+        assert {"ix_trials_study_state", "ix_trials_state_lease", "ix_trials_created"} <= indexes
         with db.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == [], diff

@@ -24,19 +24,41 @@ def spaces(draw: st.DrawFn) -> SearchSpace:
         if kind == "float":
             low = draw(st.floats(1e-6, 10.0)) if log else draw(st.floats(-100, 100))
             width = draw(st.floats(1e-3, 1000))
-            params.append({"name": f"p{i}", "type": "float", "low": low, "high": low + width,
-                           "scale": "log" if log else "linear"})
+            params.append(
+                {
+                    "name": f"p{i}",
+                    "type": "float",
+                    "low": low,
+                    "high": low + width,
+                    "scale": "log" if log else "linear",
+                }
+            )
         elif kind == "int":
             low = draw(st.integers(1, 50)) if log else draw(st.integers(-50, 50))
-            params.append({"name": f"p{i}", "type": "int", "low": low,
-                           "high": low + draw(st.integers(1, 500)), "scale": "log" if log else "linear"})
+            params.append(
+                {
+                    "name": f"p{i}",
+                    "type": "int",
+                    "low": low,
+                    "high": low + draw(st.integers(1, 500)),
+                    "scale": "log" if log else "linear",
+                }
+            )
         elif kind == "ordinal":
             values = sorted(set(draw(st.lists(st.integers(1, 1000), min_size=1, max_size=6))))
-            params.append({"name": f"p{i}", "type": "ordinal", "values": values,
-                           "scale": "log" if log else "linear"})
+            params.append(
+                {
+                    "name": f"p{i}",
+                    "type": "ordinal",
+                    "values": values,
+                    "scale": "log" if log else "linear",
+                }
+            )
         else:
             k = draw(st.integers(1, 4))
-            params.append({"name": f"p{i}", "type": "categorical", "choices": [f"c{j}" for j in range(k)]})
+            params.append(
+                {"name": f"p{i}", "type": "categorical", "choices": [f"c{j}" for j in range(k)]}
+            )
     if n >= 2 and params[0]["type"] == "categorical" and draw(st.booleans()):
         params[1]["conditions"] = {"parent": "p0", "values": [params[0]["choices"][0]]}
     return SearchSpace.model_validate({"parameters": params})
@@ -72,7 +94,9 @@ def test_float_validation_accepts_exactly_the_interval(low: float, width: float,
 
 
 def test_int_rejects_fractions_and_bools() -> None:
-    space = SearchSpace.model_validate({"parameters": [{"name": "n", "type": "int", "low": 0, "high": 9}]})
+    space = SearchSpace.model_validate(
+        {"parameters": [{"name": "n", "type": "int", "low": 0, "high": 9}]}
+    )
     assert space.validate_params({"n": 3.0}) == {"n": 3}
     for bad in (3.5, True, "3", math.nan):
         with pytest.raises(InvalidInputError):
@@ -81,7 +105,21 @@ def test_int_rejects_fractions_and_bools() -> None:
 
 def test_conditions_cycle_is_rejected() -> None:
     with pytest.raises(ValueError, match="cycle"):
-        SearchSpace.model_validate({"parameters": [
-            {"name": "a", "type": "categorical", "choices": ["x"], "conditions": {"parent": "b", "values": ["x"]}},
-            {"name": "b", "type": "categorical", "choices": ["x"], "conditions": {"parent": "a", "values": ["x"]}},
-        ]})
+        SearchSpace.model_validate(
+            {
+                "parameters": [
+                    {
+                        "name": "a",
+                        "type": "categorical",
+                        "choices": ["x"],
+                        "conditions": {"parent": "b", "values": ["x"]},
+                    },
+                    {
+                        "name": "b",
+                        "type": "categorical",
+                        "choices": ["x"],
+                        "conditions": {"parent": "a", "values": ["x"]},
+                    },
+                ]
+            }
+        )

@@ -63,11 +63,20 @@ def test_heartbeat_and_measurement_extend_the_lease(db: Database) -> None:
     sid = make_study(db)
     t0 = utcnow()
     t = lease(db, sid, "w", now=t0, lease_seconds=10)[0]
-    hb = trials.heartbeat(db, ME, t.id, worker_id="w", now=t0 + timedelta(seconds=8), lease_seconds=10)
+    hb = trials.heartbeat(
+        db, ME, t.id, worker_id="w", now=t0 + timedelta(seconds=8), lease_seconds=10
+    )
     assert hb.lease_expires_at == t0 + timedelta(seconds=18)
     trials.report_measurement(
-        db, ME, t.id, worker_id="w", step=1, metrics={"val_loss": 1.0}, elapsed_s=None,
-        now=t0 + timedelta(seconds=16), lease_seconds=10,
+        db,
+        ME,
+        t.id,
+        worker_id="w",
+        step=1,
+        metrics={"val_loss": 1.0},
+        elapsed_s=None,
+        now=t0 + timedelta(seconds=16),
+        lease_seconds=10,
     )
     # Not expired at t0+20 thanks to the measurement: w2 gets a new trial.
     assert lease(db, sid, "w2", now=t0 + timedelta(seconds=20))[0].id != t.id
@@ -85,7 +94,8 @@ def test_housekeeper_reclaims_all_studies(db: Database) -> None:
     assert keeper.tick() == 3
     assert keeper.tick() == 0
     counts = studies.get_study(db, ME, b).trial_counts
-    assert counts["requested"] == 2 and counts["active"] == 0
+    assert counts["requested"] == 2
+    assert counts["active"] == 0
 
 
 def test_concurrent_leasing_never_double_leases(db: Database) -> None:
@@ -134,6 +144,9 @@ def test_rejected_completion_changes_nothing(db: Database) -> None:
     from hpo_service.errors import InvalidInputError
 
     with pytest.raises(InvalidInputError):
-        trials.complete_trial(db, ME, t.id, worker_id="w", metrics={"acc": 1.0}, cost=None, now=utcnow())
+        trials.complete_trial(
+            db, ME, t.id, worker_id="w", metrics={"acc": 1.0}, cost=None, now=utcnow()
+        )
     stored = trials.get_trial(db, ME, t.id)
-    assert stored.state is TrialState.ACTIVE and stored.result is None
+    assert stored.state is TrialState.ACTIVE
+    assert stored.result is None

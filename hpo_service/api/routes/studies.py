@@ -8,10 +8,16 @@ from fastapi import APIRouter, Query, Response, status
 
 from hpo_service.api.deps import AdminDep, ClientDep, DatabaseDep, PrincipalDep, SettingsDep
 from hpo_service.api.schemas.common import Page
-from hpo_service.api.schemas.studies import StudyCreate, StudyRead, StudyUpdate
+from hpo_service.api.schemas.studies import (
+    ExtrapolateRequest,
+    ExtrapolationRead,
+    StudyCreate,
+    StudyRead,
+    StudyUpdate,
+)
 from hpo_service.api.schemas.trials import BestRead, TrialRead
 from hpo_service.domain import StudyState
-from hpo_service.services import studies
+from hpo_service.services import scaling, studies
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
 
@@ -99,3 +105,14 @@ def delete_study(study_id: str, db: DatabaseDep, principal: AdminDep) -> Respons
 def best(study_id: str, db: DatabaseDep, principal: PrincipalDep) -> BestRead:
     """The best completed trial; an empty list before any trial completes."""
     return BestRead(trials=[TrialRead.of(t) for t in studies.best_trials(db, principal, study_id)])
+
+
+@router.post("/{study_id}/extrapolate", response_model=ExtrapolationRead)
+def extrapolate(
+    study_id: str, body: ExtrapolateRequest, db: DatabaseDep, principal: PrincipalDep
+) -> ExtrapolationRead:
+    """Map a trial's per-module values (default: the best trial's) to a target shape."""
+    result = scaling.extrapolate_trial(
+        db, principal, study_id, target=body.target, trial_id=body.trial_id
+    )
+    return ExtrapolationRead.model_validate(result.to_json())

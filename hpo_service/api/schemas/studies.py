@@ -8,8 +8,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hpo_service.domain import Objective, OutcomeConstraint, SearchSpace, Study
+from hpo_service.services.transfer import effective_space, public_transfer
 
-__all__ = ["StudyCreate", "StudyRead", "StudyUpdate", "TransferSpec"]
+__all__ = [
+    "ExtrapolateRequest",
+    "ExtrapolationRead",
+    "RuleRead",
+    "StudyCreate",
+    "StudyRead",
+    "StudyUpdate",
+    "TransferSpec",
+]
 
 _LABEL = Field(min_length=1, max_length=256)
 
@@ -102,9 +111,9 @@ class StudyRead(BaseModel):
             stopping=c.stopping,
             space=c.space,
             algorithm=c.algorithm,
-            transfer=c.transfer,
+            transfer=public_transfer(c.transfer),
             scale=c.scale,
-            effective_space=None,
+            effective_space=effective_space(c),
             max_trials=study.max_trials,
             max_attempts=study.max_attempts,
             seed=c.seed,
@@ -114,3 +123,34 @@ class StudyRead(BaseModel):
             updated_at=study.updated_at,
             trial_counts=study.trial_counts,
         )
+
+
+class ExtrapolateRequest(BaseModel):
+    """``POST /v1/studies/{id}/extrapolate``: target axes (omitted ones = the proxy's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: dict[str, Any] = Field(default_factory=dict)
+    trial_id: str | None = None
+
+
+class RuleRead(BaseModel):
+    """How one target value was obtained."""
+
+    param: str
+    proxy_value: float | int | str
+    target_value: float | int | str
+    factor: float
+    rule: str
+
+
+class ExtrapolationRead(BaseModel):
+    """Target values per module, each with the rule behind its factor."""
+
+    parameterization: str
+    proxy: dict[str, int]
+    target: dict[str, int]
+    multipliers: dict[str, float]
+    params: dict[str, float | int | str]
+    rules: list[RuleRead]
+    warnings: list[str]

@@ -1,0 +1,108 @@
+"""``hpo export`` and ``hpo import``: a whole database or one study, as lossless JSONL.
+
+``cli.py`` hooks these in with ``add_admin_parsers(subparsers)``. Like every command that
+touches the database they take ``--database-url``, then ``HPO_DATABASE_URL``, then SQLite
+``./hpo.db``; both migrate first, so a fresh database can receive an import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from hpo_service.config import Settings
+from hpo_service.db.base import utcnow
+from hpo_service.db.database import Database
+from hpo_service.db.migrate import upgrade_to_head
+from hpo_service.errors import HPOError
+from hpo_service.services import export
+
+__all__ = ["add_admin_parsers", "cmd_export", "cmd_import"]
+
+
+def _database(args: argparse.Namespace) -> Database:
+    overrides = {"database_url": args.database_url} if args.database_url else {}
+    settings = Settings(**overrides)
+    db = Database(
+        settings.database_url,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        pool_size=settings.db_pool_size,
+    )
+    upgrade_to_head(db.engine)
+    return db
+
+
+@contextmanager
+def _opened(path: str, mode: str) -> Iterator[IO[Any]]:
+    if path == "-":
+        yield sys.stdout if "w" in mode else sys.stdin
+        return
+    with Path(path).open(mode, encoding="utf-8") as handle:
+        yield handle
+
+
+def _summary(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing"
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the database (or ``--study``) to ``--output`` (default stdout).
+
+    Progress goes to stderr so stdout can carry the export itself.
+    """
+    db = _database(args)
+    try:
+        with _opened(args.output, "w") as out:
+            counts = export.dump(db, out, study_id=args.study, now=utcnow())
+    except HPOError as exc:
+        sys.stderr.write(f"error: {exc.detail}\n")
+        return 2
+    finally:
+        db.dispose()
+    sys.stderr.write(f"exported {_summary(counts.written)}\n")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Load a file written by ``hpo export``, all or nothing."""
+    db = _database(args)
+    try:
+        with _opened(args.input, "r") as source:
+            counts = export.load(db, source, skip_existing=args.skip_existing, now=utcnow())
+    except HPOError as exc:
+        sys.stderr.write(f"error: {exc.detail}\n")
+        return 2
+    finally:
+        db.dispose()
+    message = f"imported {_summary(counts.written)}"
+    if counts.skipped:
+        message += f"; skipped existing {_summary(counts.skipped)}"
+    sys.stderr.write(message + "\n")
+    return 0
+
+
+def add_admin_parsers(subparsers: Any) -> None:
+    """Register ``export`` and ``import`` on the ``hpo`` command's subparsers."""
+    exp = subparsers.add_parser("export", help="write the database or one study as lossless JSONL")
+    exp.add_argument("--study", help="study id (default: the whole database)")
+    exp.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+    exp.add_argument(
+        "--database-url", help="SQLAlchemy URL (default: $HPO_DATABASE_URL or ./hpo.db)"
+    )
+    exp.set_defaults(func=cmd_export)
+
+    imp = subparsers.add_parser("import", help="load a file written by `hpo export`")
+    imp.add_argument("input", help="file to read ('-' for stdin)")
+    imp.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="keep keys and studies that already exist instead of refusing the import",
+    )
+    imp.add_argument(
+        "--database-url", help="SQLAlchemy URL (default: $HPO_DATABASE_URL or ./hpo.db)"
+    )
+    imp.set_defaults(func=cmd_import)

@@ -1,0 +1,749 @@
+"""The worker loop: lease trials, run them, heartbeat, report, finish; never lose work.
+
+One ``Worker`` runs ``parallel`` slots, each a thread that leases one trial at a time
+(``count=1``) under its own worker id (``<id>.<slot>`` when there are several slots:
+the service hands a worker its own active trials first, so slots sharing one id would
+be handed each other's trials). While a trial runs, a heartbeat thread keeps its lease
+and watches for ``should_stop``; intermediate measurements go to the service as they
+arrive. Every call goes through ``retry_call``; the finishing call of a trial carries
+one Idempotency-Key for all its attempts, so a completion that reached the service
+before the connection broke is answered again, never applied twice.
+
+Shutdown (SIGTERM/SIGINT, via ``request_shutdown``): slots stop leasing and release
+their trials (``fail`` with ``retry: true``) after stopping the work, so another worker
+picks them up at once; with ``finish_on_signal`` the first signal lets running trials
+finish and a second one releases them. A trial whose work already finished when the
+signal came is completed, not released.
+
+The worker exits when the study is completed, or when ``max_trials`` is reached and no
+trial is left unfinished (checked through the study's ``trial_counts``), or on a signal.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import random
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any, Protocol, TypeVar
+
+from hpo_service.client.backoff import Backoff, GiveUpError, retry_call
+from hpo_service.client.client import HPOClient
+from hpo_service.client.command import (
+    MetricLine,
+    PlaceholderError,
+    final_result,
+    placeholders,
+    read_result_file,
+    run_command,
+    substitute,
+    trial_environment,
+)
+from hpo_service.client.errors import ProblemError
+
+__all__ = ["ConfigError", "Sink", "Worker", "WorkerConfig", "default_worker_id"]
+
+JSON = dict[str, Any]
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+UNFINISHED_STATES = ("requested", "active", "stopping")
+
+
+class Sink(Protocol):
+    """Where the worker's events go (structured log lines, or a live rich display)."""
+
+    def emit(self, event: str, slot: int | None = None, **fields: Any) -> None:
+        """Record one event; ``slot`` is the slot it concerns, if any."""
+
+
+class ConfigError(Exception):
+    """The worker cannot start: bad arguments, unknown study, missing proxy module."""
+
+
+def default_worker_id() -> str:
+    """``<host>-<pid>``: unique per process; pass ``--worker-id`` to resume after a restart."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs; the CLI fills it from its flags.
+
+    Attributes:
+        server: base URL of the service.
+        key: API key (role worker or above).
+        study_id: the study to work on.
+        worker_id: lease holder id (``.<slot>`` is appended when ``parallel`` > 1).
+        command: the command line to run per trial (command mode).
+        proxy: a built-in proxy name (proxy mode), instead of ``command``.
+        parallel: number of slots.
+        heartbeat_seconds: the longest interval between heartbeats; shortened to a third of
+            the lease the service actually granted.
+        timeout: seconds a trial may run before it is killed and failed.
+        kill_grace: seconds between SIGTERM and SIGKILL when stopping a command.
+        poll_min: first sleep when there is no work.
+        poll_max: longest sleep when there is no work.
+        retry_deadline: how long to retry a call while the service is unreachable.
+        retry_failures: a failed run asks the service to requeue the trial (``retry``);
+            the service counts attempts and gives up after the study's ``max_attempts``.
+        finish_on_signal: the first SIGTERM/SIGINT lets running trials finish.
+        proxy_max_steps: cap on a proxy's training steps.
+        echo: pass the command's stdout/stderr through.
+        http_timeout: seconds per HTTP request.
+    """
+
+    server: str
+    key: str
+    study_id: str
+    worker_id: str
+    command: tuple[str, ...] = ()
+    proxy: str | None = None
+    parallel: int = 1
+    heartbeat_seconds: float = 30.0
+    timeout: float | None = None
+    kill_grace: float = 10.0
+    poll_min: float = 0.5
+    poll_max: float = 15.0
+    retry_deadline: float = 3600.0
+    retry_failures: bool = True
+    finish_on_signal: bool = False
+    proxy_max_steps: int | None = None
+    echo: bool = False
+    http_timeout: float = 30.0
+
+
+@dataclass
+class Outcome:
+    """What to tell the service about a trial once its work is over.
+
+    Attributes:
+        action: ``complete`` | ``fail`` | ``infeasible`` | ``release`` | ``none``.
+        metrics: the result (complete).
+        cost: the cost (complete).
+        reason: the error or reason text (fail, infeasible, release).
+        retry: requeue the trial (fail).
+    """
+
+    action: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    cost: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    retry: bool = False
+
+
+class TrialRun:
+    """The live state of one leased trial, shared by the slot, heartbeat and reporters."""
+
+    def __init__(self, trial: JSON, slot: int, worker_id: str) -> None:
+        self.trial = trial
+        self.id = str(trial["id"])
+        self.slot = slot
+        self.worker_id = worker_id
+        self.stop = threading.Event()
+        self.why: str | None = None  # should_stop | lease_lost | shutdown | timeout
+        self.started = time.monotonic()
+        self.step: int | None = None
+        self.total_steps: int | None = None
+        self.reporter: _Reporter | None = None
+        self._lock = threading.Lock()
+
+    def interrupt(self, why: str) -> None:
+        """Ask the work to stop; the first reason wins (a lost lease trumps the rest)."""
+        with self._lock:
+            if self.why is None or why == "lease_lost":
+                self.why = why
+        self.stop.set()
+
+    def eta(self) -> float | None:
+        """Seconds left, from the pace so far, when the run says how long it is."""
+        if not self.step or not self.total_steps or self.total_steps <= self.step:
+            return None
+        elapsed = time.monotonic() - self.started
+        return elapsed / self.step * (self.total_steps - self.step)
+
+
+def _objectives(study: JSON) -> list[str]:
+    names = [str(study["objective"]["metric"])]
+    for extra in study.get("objectives") or []:
+        if extra["metric"] not in names:
+            names.append(str(extra["metric"]))
+    return names
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}
+
+
+def judge_result(
+    study: JSON, metrics: dict[str, float], cost: dict[str, Any], *, partial: bool
+) -> Outcome:
+    """Turn a run's metrics into complete / infeasible / fail.
+
+    A non-finite objective means the point diverged (infeasible: the optimiser should
+    learn to avoid it); a missing objective is a broken run (failed, not retried, since
+    the same command would miss it again). Other non-finite metrics are dropped, because
+    the service accepts only finite numbers and they are not what is being optimised.
+    """
+    objectives = _objectives(study)
+    missing = [m for m in objectives if m not in metrics]
+    if missing:
+        when = "stopped early before it reported" if partial else "finished without reporting"
+        return Outcome("fail", reason=f"the run {when} {', '.join(missing)}; got {metrics}")
+    bad = [m for m in objectives if not math.isfinite(metrics[m])]
+    if bad:
+        return Outcome("infeasible", reason=", ".join(f"{m}={metrics[m]}" for m in bad))
+    return Outcome("complete", metrics=_finite(metrics), cost=cost)
+
+
+class Worker:
+    """Runs trials of one study until there is no more work or it is told to stop."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        sink: Sink,
+        *,
+        client_factory: Callable[[], HPOClient] | None = None,
+    ) -> None:
+        self.config = config
+        self.sink = sink
+        self._client_factory = client_factory or (
+            lambda: HPOClient(config.server, config.key, timeout=config.http_timeout)
+        )
+        self._stop_leasing = threading.Event()
+        self._release = threading.Event()
+        self._signals = 0
+        self._runs: dict[str, TrialRun] = {}
+        self._lock = threading.Lock()
+        self._errors: list[str] = []
+        self._study: JSON = {}
+        self._proxy: Callable[..., Any] | None = None
+        self._rng = random.Random()
+
+    # Control ------------------------------------------------------------------------------
+    def request_shutdown(self, reason: str = "signal") -> None:
+        """Stop leasing; release running trials (or let them finish, on a first signal).
+
+        Safe to call from a signal handler: it only sets events.
+        """
+        self._signals += 1
+        self._stop_leasing.set()
+        if self._signals >= 2 or not self.config.finish_on_signal:
+            self._release.set()
+            with self._lock:
+                runs = list(self._runs.values())
+            for run in runs:
+                run.interrupt("shutdown")
+        self.sink.emit("worker.shutdown", reason=reason, release=self._release.is_set())
+
+    # Setup --------------------------------------------------------------------------------
+    def _policy(self, deadline: float | None = None) -> Backoff:
+        return Backoff(
+            base=0.5, factor=2.0, cap=10.0, deadline=deadline or self.config.retry_deadline
+        )
+
+    def _call(
+        self, op: str, fn: Callable[[], T], *, slot: int | None = None,
+        policy: Backoff | None = None, stop: threading.Event | None = None, quiet: bool = False,
+    ) -> T:
+        """``retry_call`` with this worker's policy, logging each retry unless ``quiet``."""
+
+        def told(attempt: int, exc: BaseException, sleep: float) -> None:
+            self.sink.emit(
+                "retry", slot, op=op, attempt=attempt, sleep=round(sleep, 2), error=str(exc)[:200]
+            )
+
+        return retry_call(fn, policy or self._policy(), stop=stop,
+                          on_retry=None if quiet else told, rng=self._rng)
+
+    def prepare(self) -> None:
+        """Read the study and check the command or proxy against it before any lease.
+
+        Raises:
+            ConfigError: unknown study, bad key, bad placeholder, proxy unavailable.
+        """
+        cfg = self.config
+        if bool(cfg.command) == bool(cfg.proxy):
+            raise ConfigError("give either a command (after --) or --proxy NAME, not both")
+        if cfg.parallel < 1:
+            raise ConfigError("--parallel must be at least 1")
+        with self._client_factory() as client:
+            try:
+                self._study = self._call(
+                    "get_study", lambda: client.get_study(cfg.study_id), stop=self._stop_leasing
+                )
+            except ProblemError as exc:
+                raise ConfigError(f"cannot read study {cfg.study_id!r}: {exc}") from exc
+            except GiveUpError as exc:
+                raise ConfigError(f"service unreachable at {cfg.server}: {exc.last}") from exc
+        if cfg.command:
+            names = {p["name"] for p in self._study["space"]["parameters"]}
+            unknown = placeholders(cfg.command) - names
+            if unknown:
+                raise ConfigError(
+                    f"placeholders {sorted(unknown)} name no parameter of the study "
+                    f"(parameters: {sorted(names)})"
+                )
+        if cfg.proxy:
+            self._proxy = _load_proxy(cfg.proxy)
+
+    # Main ---------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Prepare, run every slot to its end, and return the process exit code."""
+        try:
+            self.prepare()
+        except ConfigError as exc:
+            if self._stop_leasing.is_set():  # a signal while still starting: a clean exit
+                self.sink.emit("worker.exit", code=EXIT_OK, errors=0)
+                return EXIT_OK
+            self.sink.emit("worker.error", error=str(exc))
+            return EXIT_CONFIG
+        cfg = self.config
+        self.sink.emit(
+            "worker.start", study=cfg.study_id, worker=cfg.worker_id, parallel=cfg.parallel,
+            mode="proxy" if cfg.proxy else "command",
+        )
+        threads = [
+            threading.Thread(target=self._slot_main, args=(i,), name=f"slot-{i}", daemon=True)
+            for i in range(cfg.parallel)
+        ]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.2)
+        code = EXIT_ERROR if self._errors else EXIT_OK
+        self.sink.emit("worker.exit", code=code, errors=len(self._errors))
+        return code
+
+    def _slot_id(self, slot: int) -> str:
+        wid = self.config.worker_id
+        return wid if self.config.parallel == 1 else f"{wid}.{slot}"
+
+    def _slot_main(self, slot: int) -> None:
+        try:
+            with self._client_factory() as client:
+                self._slot_loop(client, slot)
+        except Exception as exc:  # a slot must report, not vanish
+            self._errors.append(f"slot {slot}: {exc}")
+            self.sink.emit("slot.error", slot, error=str(exc), tb=traceback.format_exc()[-2000:])
+
+    def _slot_loop(self, client: HPOClient, slot: int) -> None:
+        worker_id = self._slot_id(slot)
+        idle = 0
+        while not self._stop_leasing.is_set():
+            try:
+                leased = self._call(
+                    "suggest", lambda: client.suggest(self.config.study_id, worker_id, 1),
+                    slot=slot, stop=self._stop_leasing,
+                )
+            except GiveUpError as exc:
+                if self._stop_leasing.is_set():
+                    break
+                raise RuntimeError(f"service unreachable: {exc.last}") from exc
+            trials = leased.get("trials") or []
+            if trials:
+                idle = 0
+                for trial in trials:
+                    if self._stop_leasing.is_set():
+                        self._finish(client, TrialRun(trial, slot, worker_id),
+                                     self._release_outcome())
+                    else:
+                        self._run_trial(client, slot, worker_id, trial)
+                continue
+            if self._no_more_work(client, slot):
+                self.sink.emit("slot.done", slot)
+                return
+            ceiling = min(self.config.poll_max, self.config.poll_min * 1.5**idle)
+            idle += 1
+            self.sink.emit("slot.idle", slot, sleep=round(ceiling, 2))
+            self._stop_leasing.wait(ceiling * self._rng.uniform(0.5, 1.0))
+
+    def _no_more_work(self, client: HPOClient, slot: int) -> bool:
+        """The exit rule of API.md: study completed, or max_trials reached and all finished."""
+        try:
+            study = self._call(
+                "get_study", lambda: client.get_study(self.config.study_id),
+                slot=slot, stop=self._stop_leasing,
+            )
+        except GiveUpError:
+            return self._stop_leasing.is_set()
+        if study["state"] == "completed":
+            return True
+        if study["state"] != "active" or study.get("max_trials") is None:
+            return False  # paused, or unlimited: more work may come
+        counts: dict[str, int] = study.get("trial_counts") or {}
+        unfinished = sum(int(counts.get(s, 0)) for s in UNFINISHED_STATES)
+        return unfinished == 0
+
+    # One trial ----------------------------------------------------------------------------
+    def _heartbeat_interval(self, trial: JSON) -> float:
+        """A third of the lease the service granted, capped by ``heartbeat_seconds``."""
+        interval = self.config.heartbeat_seconds
+        raw = trial.get("lease_expires_at")
+        if raw:
+            try:
+                expires = datetime.fromisoformat(str(raw))
+                if expires.tzinfo is None:
+                    expires = expires.replace(tzinfo=UTC)
+                left = (expires - datetime.now(UTC)).total_seconds()
+                interval = min(interval, left / 3)
+            except ValueError:
+                pass
+        return max(0.25, interval)
+
+    def _run_trial(self, client: HPOClient, slot: int, worker_id: str, trial: JSON) -> None:
+        run = TrialRun(trial, slot, worker_id)
+        with self._lock:
+            self._runs[run.id] = run
+        if self._release.is_set():
+            run.interrupt("shutdown")
+        self.sink.emit(
+            "trial.start", slot, trial=run.id, number=trial.get("number"),
+            attempt=trial.get("attempt"), params=trial.get("params"),
+        )
+        beat = _Heartbeat(self, client, run, self._heartbeat_interval(trial))
+        beat.start()
+        run.reporter = _Reporter(self, client, run)
+        run.reporter.start()
+        try:
+            if self.config.proxy:
+                outcome = self._run_proxy(client, run)
+            else:
+                outcome = self._run_command(client, run)
+        except Exception as exc:
+            outcome = Outcome(
+                "fail", reason=f"worker error: {exc}\n{traceback.format_exc()[-2000:]}",
+                retry=self.config.retry_failures,
+            )
+        finally:
+            with self._lock:
+                self._runs.pop(run.id, None)
+        # Measurements must land before the finishing call (after it the lease is gone);
+        # the heartbeat keeps the lease alive meanwhile.
+        run.reporter.close(timeout=5.0 if self._release.is_set() else 15.0)
+        beat.done.set()
+        beat.join(timeout=5.0)
+        self._finish(client, run, outcome)
+
+    def _release_outcome(self) -> Outcome:
+        return Outcome(
+            "release", reason=f"worker {self.config.worker_id} shut down; trial released",
+            retry=True,
+        )
+
+    def _decide(self, run: TrialRun, done: bool, metrics: dict[str, float],
+                cost: dict[str, Any], failure: str) -> Outcome:
+        """Map how the work ended (and why it was interrupted) to what to report."""
+        if run.why == "lease_lost":
+            return Outcome("none", reason="lease lost; the service requeued the trial")
+        if done:
+            return judge_result(self._study, metrics, cost, partial=False)
+        if run.why == "shutdown":
+            return self._release_outcome()
+        if run.why == "should_stop":
+            return judge_result(self._study, metrics, cost, partial=True)
+        return Outcome("fail", reason=failure, retry=self.config.retry_failures)
+
+    def _measure(self, run: TrialRun, step: int, metrics: dict[str, float],
+                 elapsed: float | None) -> None:
+        """Show a measurement now and queue it for the service (never blocks training)."""
+        run.step = step
+        clean = _finite(metrics)
+        self.sink.emit(
+            "trial.step", run.slot, trial=run.id, number=run.trial.get("number"), step=step,
+            total=run.total_steps, metric=self._study_metric(clean), eta=run.eta(),
+        )
+        if clean and run.reporter is not None:
+            run.reporter.put((step, clean, elapsed))
+
+    def _send_measurement(self, client: HPOClient, run: TrialRun, step: int,
+                          clean: dict[str, float], elapsed: float | None,
+                          stop: threading.Event, *, offline: bool) -> bool:
+        """Post one measurement; relay ``should_stop``; return whether it got through.
+
+        ``offline`` (the previous one could not be delivered) allows one attempt only,
+        so a backlog built up during an outage drains in seconds, not minutes.
+        """
+        if run.why == "lease_lost":
+            return True
+        policy = (Backoff(max_attempts=1) if offline
+                  else Backoff(base=0.2, cap=2.0, deadline=15.0))
+        try:
+            stop_now = self._call(
+                "report",
+                lambda: client.report(run.id, run.worker_id, step, clean, elapsed),
+                slot=run.slot, policy=policy, stop=stop, quiet=True,
+            )
+        except GiveUpError as exc:
+            # A lost measurement is only a lost point on a curve.
+            self.sink.emit("warn", run.slot, trial=run.id, step=step,
+                           error=f"measurement dropped: {exc.last}"[:200])
+            return False
+        except ProblemError as exc:
+            if exc.status in (404, 409):
+                run.interrupt("lease_lost")
+            else:
+                self.sink.emit("warn", run.slot, trial=run.id, error=f"report rejected: {exc}")
+            return True
+        if stop_now:
+            self.sink.emit("trial.should_stop", run.slot, trial=run.id, step=step)
+            run.interrupt("should_stop")
+        return True
+
+    def _study_metric(self, metrics: dict[str, float]) -> str | None:
+        name = str(self._study["objective"]["metric"])
+        if name in metrics:
+            return f"{name}={metrics[name]:.6g}"
+        if metrics:
+            k, v = next(iter(metrics.items()))
+            return f"{k}={v:.6g}"
+        return None
+
+    def _run_command(self, client: HPOClient, run: TrialRun) -> Outcome:
+        params: JSON = run.trial.get("params") or {}
+        names = frozenset(p["name"] for p in self._study["space"]["parameters"])
+        try:
+            argv = substitute(self.config.command, params, inactive=names)
+        except PlaceholderError as exc:
+            return Outcome("fail", reason=str(exc))
+        with TemporaryDirectory(prefix=f"hpo-{run.id}-") as tmp:
+            result_file = Path(tmp) / "result.json"
+            env = trial_environment(run.trial, run.worker_id, result_file, os.environ)
+
+            def on_line(line: MetricLine) -> None:
+                if line.total_steps is not None:
+                    run.total_steps = line.total_steps
+                if line.step is not None:
+                    self._measure(run, line.step, line.metrics, line.elapsed_s)
+
+            echo = None
+            if self.config.echo:
+                def echo(stream: str, text: str) -> None:
+                    self.sink.emit("child." + stream, run.slot, trial=run.id, line=text)
+
+            outcome = run_command(
+                argv, env, on_line=on_line, stop=run.stop, timeout=self.config.timeout,
+                kill_grace=self.config.kill_grace, echo=echo,
+            )
+            if outcome.timed_out:
+                run.interrupt("timeout")
+            try:
+                from_file = read_result_file(result_file)
+            except ValueError as exc:
+                from_file = None
+                outcome.parse_errors.append(str(exc))
+        metrics, cost = final_result(outcome.lines, from_file)
+        cost = {"wall_seconds": round(outcome.elapsed_s, 3), **cost}
+        if outcome.succeeded and outcome.parse_errors and not metrics:
+            return Outcome("fail", reason=outcome.failure_reason())
+        return self._decide(run, outcome.succeeded, metrics, cost, outcome.failure_reason())
+
+    def _run_proxy(self, client: HPOClient, run: TrialRun) -> Outcome:
+        assert self._proxy is not None
+        assert self.config.proxy is not None
+        seed_base = self._study.get("seed")
+        number = int(run.trial.get("number") or 0)
+        seed = (int(seed_base) if seed_base is not None else 0) * 1_000_003 + number
+        start = time.monotonic()
+
+        def on_measurement(step: int, metrics: dict[str, float]) -> bool:
+            self._measure(run, step, metrics, time.monotonic() - start)
+            timeout = self.config.timeout
+            if timeout is not None and time.monotonic() - start > timeout:
+                run.interrupt("timeout")
+            return run.stop.is_set()
+
+        kwargs: JSON = {"seed": seed, "on_measurement": on_measurement}
+        if self.config.proxy_max_steps is not None:
+            kwargs["max_steps"] = self.config.proxy_max_steps
+        if "data_seed" in inspect.signature(self._proxy).parameters:
+            # Every trial sees the same batches, so differences come from the parameters.
+            kwargs["data_seed"] = int(seed_base) if seed_base is not None else 0
+        result = self._proxy(
+            self.config.proxy, run.trial.get("params") or {}, self._study.get("scale"), **kwargs
+        )
+        metrics = {k: float(v) for k, v in dict(result.metrics).items()}
+        cost = dict(result.cost)
+        if getattr(result, "diverged", False) and run.why != "shutdown":
+            return Outcome("infeasible", reason=f"training diverged; metrics {metrics}")
+        if run.why == "timeout":
+            return Outcome(
+                "fail", reason=f"timed out after {self.config.timeout}s",
+                retry=self.config.retry_failures,
+            )
+        done = run.why is None
+        return self._decide(run, done, metrics, cost, "proxy stopped")
+
+    # Finishing ----------------------------------------------------------------------------
+    def _finish(self, client: HPOClient, run: TrialRun, outcome: Outcome) -> None:
+        """Tell the service how the trial ended, retrying until it lands (or cannot)."""
+        slot, tid, wid = run.slot, run.id, run.worker_id
+        if outcome.action == "none":
+            self.sink.emit("trial.lost", slot, trial=tid, reason=outcome.reason)
+            return
+        # One key per finishing request, reused by every retry of it.
+        key = f"{outcome.action}-{tid}-{run.trial.get('attempt')}-{uuid.uuid4().hex}"
+        fn: Callable[[], Any]
+        if outcome.action == "complete":
+            def fn() -> Any:
+                return client.complete(tid, wid, outcome.metrics, outcome.cost, idempotency_key=key)
+        elif outcome.action == "infeasible":
+            body: JSON = {"worker_id": wid, "reason": outcome.reason[:4000]}
+            def fn() -> Any:
+                return client.request("POST", f"/v1/trials/{tid}/infeasible", json=body,
+                                      idempotency_key=key)
+        else:
+            fbody: JSON = {"worker_id": wid, "error": outcome.reason[:4000],
+                           "retry": outcome.retry}
+            def fn() -> Any:
+                return client.request("POST", f"/v1/trials/{tid}/fail", json=fbody,
+                                      idempotency_key=key)
+        try:
+            answer = self._call(outcome.action, fn, slot=slot)
+        except GiveUpError as exc:
+            self._errors.append(f"trial {tid}: {outcome.action} never reached the service")
+            self.sink.emit("trial.undelivered", slot, trial=tid, action=outcome.action,
+                           error=str(exc.last)[:300])
+            return
+        except ProblemError as exc:
+            if exc.status == 422 and outcome.action == "complete":
+                self._finish(client, run, Outcome("fail", reason=f"result rejected: {exc.detail}"))
+                return
+            self.sink.emit("trial.rejected", slot, trial=tid, action=outcome.action,
+                           status=exc.status, slug=exc.slug, error=exc.detail[:300])
+            return
+        state = answer.get("state") if isinstance(answer, dict) else None
+        self.sink.emit(
+            "trial.done", slot, trial=tid, number=run.trial.get("number"), action=outcome.action,
+            state=state, metric=self._study_metric(outcome.metrics),
+            reason=outcome.reason.splitlines()[0][:200] if outcome.reason else None,
+            seconds=round(time.monotonic() - run.started, 2),
+        )
+
+
+class _Heartbeat(threading.Thread):
+    """Keeps one trial's lease alive and relays ``should_stop`` / a lost lease."""
+
+    def __init__(self, worker: Worker, client: HPOClient, run: TrialRun, interval: float) -> None:
+        super().__init__(name=f"heartbeat-{run.id}", daemon=True)
+        self.worker = worker
+        self.client = client
+        self.run_ = run
+        self.interval = interval
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        run = self.run_
+        failing = False
+        while not self.done.wait(self.interval):
+            try:
+                answer = self.worker._call(
+                    "heartbeat", lambda: self.client.heartbeat(run.id, run.worker_id),
+                    slot=run.slot, stop=self.done,
+                    policy=Backoff(base=0.1, cap=1.0, deadline=max(0.5, self.interval)),
+                    quiet=True,
+                )
+            except GiveUpError as exc:
+                # Try again next interval: the lease may still be alive. Say so once.
+                if not failing:
+                    self.worker.sink.emit("warn", run.slot, trial=run.id,
+                                          error=f"heartbeat failing: {exc.last}"[:200])
+                failing = True
+                continue
+            except ProblemError as exc:
+                if exc.status in (404, 409):
+                    self.worker.sink.emit("trial.lease_lost", run.slot, trial=run.id,
+                                          error=exc.detail[:200])
+                    run.interrupt("lease_lost")
+                    return
+                continue
+            if failing:
+                self.worker.sink.emit("trial.heartbeat_ok", run.slot, trial=run.id)
+                failing = False
+            if answer.get("should_stop") and run.why is None:
+                self.worker.sink.emit("trial.should_stop", run.slot, trial=run.id)
+                run.interrupt("should_stop")
+
+
+class _Reporter(threading.Thread):
+    """Posts one trial's measurements in order, off the training/reading thread.
+
+    While the service is unreachable the backlog grows up to ``MAX_BACKLOG`` (oldest
+    dropped first) instead of stalling the child on a full stdout pipe.
+    """
+
+    MAX_BACKLOG = 1000
+
+    def __init__(self, worker: Worker, client: HPOClient, run: TrialRun) -> None:
+        super().__init__(name=f"reporter-{run.id}", daemon=True)
+        self.worker = worker
+        self.client = client
+        self.run_ = run
+        self.abandon = threading.Event()
+        self._items: deque[tuple[int, dict[str, float], float | None] | None] = deque()
+        self._ready = threading.Condition()
+
+    def put(self, item: tuple[int, dict[str, float], float | None] | None) -> None:
+        """Queue a measurement (None: no more will come)."""
+        with self._ready:
+            if item is not None and len(self._items) >= self.MAX_BACKLOG:
+                self._items.popleft()
+            self._items.append(item)
+            self._ready.notify()
+
+    def run(self) -> None:
+        offline = False
+        while True:
+            with self._ready:
+                while not self._items:
+                    self._ready.wait()
+                item = self._items.popleft()
+            if item is None or self.abandon.is_set():
+                return
+            step, metrics, elapsed = item
+            offline = not self.worker._send_measurement(
+                self.client, self.run_, step, metrics, elapsed, self.abandon, offline=offline
+            )
+
+    def close(self, timeout: float) -> None:
+        """Send what is queued (for up to ``timeout`` seconds), then drop the rest."""
+        self.put(None)
+        self.join(timeout)
+        if self.is_alive():
+            self.abandon.set()
+            self.join(5.0)
+
+
+def _load_proxy(name: str) -> Callable[..., Any]:
+    """Import the built-in proxies only when asked: they pull in torch.
+
+    Raises:
+        ConfigError: the training package is missing, or the name is unknown.
+    """
+    try:
+        from hpo_service.client.training import runner
+    except ImportError as exc:
+        raise ConfigError(
+            f"--proxy needs hpo_service.client.training (and torch), which failed to import: "
+            f"{exc}"
+        ) from exc
+    known = getattr(runner, "PROXIES", None)
+    if known is not None and name not in known:
+        raise ConfigError(f"unknown proxy {name!r}; built in: {', '.join(sorted(known))}")
+    fn: Callable[..., Any] = runner.run_proxy
+    return fn

@@ -1,0 +1,1 @@
+"""The web dashboard at ``/ui/``: server-rendered pages, vendored charts, no CDN."""

@@ -1,0 +1,375 @@
+"""The ``gp`` designer: Bayesian optimisation with a GP and (log) noisy expected improvement.
+
+One request, start to finish:
+
+1. **History → data.** Completed trials with finite values of every objective are the
+   training rows. Failed trials are excluded (they say nothing about the objective).
+   Trials marked ``infeasible`` are kept with the worst observed value of every
+   objective and the worst observed value of every constrained metric: the model then
+   learns that their region is bad and stops proposing it, without a second
+   (classification) model to fit on every request. Completed trials missing a
+   constrained metric are treated the same way for that metric. Objectives are turned
+   to maximisation (BoTorch's convention) so ``minimize`` and ``maximize`` are handled
+   by a sign.
+2. **Initial design.** Until the history (finished plus pending) reaches ``n_initial``
+   points, or while fewer than two rows are usable, points continue the study's Sobol
+   sequence. ``n_initial`` grows with the number of parameters: ``d + 4``, within
+   ``[5, 20]``.
+3. **Training set.** Past ``training_cap`` rows, the best, the most recent and a
+   stratified sample are kept (``training_set.py``), so cost stops growing.
+4. **Model.** ``gp_model.fit_gp``: a ``SingleTaskGP`` with standardised outcomes, ARD
+   Matérn-5/2 over the encoded cube (one-hot categoricals), MAP hyperparameters
+   warm-started from the study's previous request.
+5. **Acquisition.** One objective: ``qLogNoisyExpectedImprovement``; several:
+   ``qLogNoisyExpectedHypervolumeImprovement`` with a reference point just beyond the
+   observed nadir. Outcome constraints become constraint callables on extra model
+   outputs (feasibility-weighted improvement). Every pending trial is ``X_pending``, so
+   the proposal accounts for work in flight; ``count > 1`` is a joint q-batch.
+6. **Optimisation.** ``acqf_optim.maximize_acqf`` over valid encodings only; a proposal
+   that repeats a known point is replaced by the next best distinct one.
+
+Randomness (Sobol scrambling, MC base samples, starts) is seeded from the study seed and
+the history size, so the same seed and history give the same suggestions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from botorch.acquisition.analytic import LogExpectedImprovement
+from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+from botorch.acquisition.multi_objective.logei import (
+    qLogNoisyExpectedHypervolumeImprovement,
+)
+from botorch.acquisition.multi_objective.objective import IdentityMCMultiOutputObjective
+from botorch.acquisition.objective import GenericMCObjective
+from botorch.sampling.normal import SobolQMCNormalSampler
+from botorch.utils.multi_objective.pareto import is_non_dominated
+
+from hpo_service.domain import (
+    Objective,
+    OutcomeConstraint,
+    Params,
+    StudyConfig,
+    Trial,
+    TrialState,
+    objective_value,
+)
+from hpo_service.engine.acqf_optim import AcqfOptions, MixedGeometry, maximize_acqf
+from hpo_service.engine.designer import Suggestion
+from hpo_service.engine.device import DTYPE, device, single_threaded, to_tensor
+from hpo_service.engine.encoding import FloatArray, SpaceEncoder
+from hpo_service.engine.gp_model import HyperparameterCache, default_cache, fit_gp
+from hpo_service.engine.random_search import SobolDesigner
+from hpo_service.engine.training_set import DEFAULT_CAP, select_training_rows
+
+__all__ = ["GPDesigner", "GPOptions", "initial_design_size"]
+
+_MC_SAMPLES = 128
+
+
+@dataclass(frozen=True)
+class GPOptions:
+    """Tuning knobs of the GP designer; the defaults are what the benchmarks used.
+
+    Attributes:
+        n_initial: Sobol points before the model takes over; None sizes it to the space.
+        training_cap: the most rows the GP trains on.
+        acqf: effort spent optimising the acquisition function.
+        cache: where hyperparameters are warm-started from; None disables warm starts.
+        mc_samples: quasi-MC samples of the acquisition function.
+    """
+
+    n_initial: int | None = None
+    training_cap: int = DEFAULT_CAP
+    acqf: AcqfOptions = field(default_factory=AcqfOptions)
+    cache: HyperparameterCache | None = field(default_factory=default_cache)
+    mc_samples: int = _MC_SAMPLES
+
+
+def initial_design_size(n_params: int) -> int:
+    """Sobol points before the GP: ``n_params + 4``, within ``[5, 20]``."""
+    return min(20, max(5, n_params + 4))
+
+
+@dataclass
+class _Data:
+    """Training data in model space.
+
+    Attributes:
+        x: ``n x d`` encoded inputs.
+        y: ``n x (m + c)`` outputs: ``m`` objectives (to maximise) then ``c`` constrained
+            metrics (raw).
+        feasible: length-``n`` mask of rows meeting every constraint.
+    """
+
+    x: FloatArray
+    y: FloatArray
+    feasible: npt.NDArray[np.bool_]
+
+
+class GPDesigner:
+    """Batch Bayesian optimisation with BoTorch (see the module docstring)."""
+
+    def __init__(
+        self, config: StudyConfig, seed: int | None, options: GPOptions | None = None
+    ) -> None:
+        self.config = config
+        self.seed = seed
+        self.options = options or GPOptions()
+        self.encoder = SpaceEncoder(config.space)
+        self.geometry = MixedGeometry.from_encoder(self.encoder)
+        self.objectives: tuple[Objective, ...] = config.all_objectives
+        self.constraints: tuple[OutcomeConstraint, ...] = config.constraints
+        self._completed: list[Trial] = []
+        self._pending: list[Trial] = []
+        self._n_history = 0
+
+    # -- Designer protocol -------------------------------------------------------------
+
+    def update(self, completed: Sequence[Trial], pending: Sequence[Trial]) -> None:
+        """Remember the history; all work happens in ``suggest``."""
+        self._completed = list(completed)
+        self._pending = list(pending)
+        self._n_history = len(self._completed) + len(self._pending)
+
+    def suggest(self, count: int) -> list[Suggestion]:
+        """Return ``count`` new points (see the module docstring for how)."""
+        if count <= 0:
+            return []
+        data = self._training_data()
+        n_initial = self.options.n_initial or initial_design_size(len(self.config.space.names))
+        if len(data.y) < 2 or self._n_history < n_initial:
+            return self._initial(count)
+        with single_threaded():
+            return self._model_based(count, data)
+
+    # -- steps -------------------------------------------------------------------------
+
+    def _initial(self, count: int) -> list[Suggestion]:
+        sobol = SobolDesigner(self.config, self.seed)
+        sobol.update(self._completed, self._pending)
+        return [
+            Suggestion(s.params, s.source, {**s.metadata, "designer": "gp", "phase": "initial"})
+            for s in sobol.suggest(count)
+        ]
+
+    def _request_seed(self) -> int:
+        if self.seed is None:
+            return int(np.random.default_rng().integers(2**31))
+        digest = hashlib.sha256(f"{self.seed}:{self._n_history}".encode()).digest()
+        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+    def _training_data(self) -> _Data:
+        rows: list[tuple[Params, list[float | None], bool]] = []
+        for t in self._completed:
+            if t.state == TrialState.COMPLETED:
+                values = [objective_value(o, t.result) for o in self.objectives]
+                if any(v is None for v in values):
+                    continue
+                cons = [_metric(t.result, c.metric) for c in self.constraints]
+                rows.append((t.params, [*values, *cons], False))
+            elif t.state == TrialState.INFEASIBLE:
+                rows.append(
+                    (t.params, [None] * (len(self.objectives) + len(self.constraints)), True)
+                )
+        m = len(self.objectives)
+        dim = self.encoder.dim
+        if not any(not infeasible for _, _, infeasible in rows):
+            return _Data(
+                np.zeros((0, dim)), np.zeros((0, m + len(self.constraints))), np.zeros(0, bool)
+            )
+        raw = np.array(
+            [[np.nan if v is None else v for v in values] for _, values, _ in rows],
+            dtype=np.float64,
+        )
+        signs = np.array([-o.sign() for o in self.objectives])
+        raw[:, :m] *= signs
+        for j in range(raw.shape[1]):
+            col = raw[:, j]
+            if j < m:
+                worst = np.nanmin(col) if np.isfinite(col).any() else 0.0
+            else:
+                c = self.constraints[j - m]
+                finite = col[np.isfinite(col)]
+                if len(finite) == 0:
+                    worst = c.bound + (1.0 if c.op == "<=" else -1.0)
+                else:
+                    worst = float(finite.max() if c.op == "<=" else finite.min())
+                    worst = max(worst, c.bound) if c.op == "<=" else min(worst, c.bound)
+            col[~np.isfinite(col)] = worst
+        x = self.encoder.encode_many([p for p, _, _ in rows])
+        feasible = np.ones(len(rows), dtype=bool)
+        for j, c in enumerate(self.constraints):
+            feasible &= np.array([c.satisfied(float(v)) for v in raw[:, m + j]], dtype=bool)
+        feasible &= np.array([not inf for _, _, inf in rows], dtype=bool)
+        return _Data(x, raw, feasible)
+
+    def _scores(self, data: _Data) -> FloatArray:
+        """Lower is better, one per row, for choosing the training set and anchors."""
+        m = len(self.objectives)
+        obj = data.y[:, :m]
+        ranks = np.argsort(np.argsort(-obj, axis=0, kind="stable"), axis=0, kind="stable")
+        score = ranks.min(axis=1).astype(np.float64)
+        # Infeasible rows rank after every feasible one.
+        return np.asarray(score + np.where(data.feasible, 0.0, len(score)), dtype=np.float64)
+
+    def _model_based(self, count: int, data: _Data) -> list[Suggestion]:
+        seed = self._request_seed()
+        rng = np.random.default_rng(seed)
+        scores = self._scores(data)
+        keep = select_training_rows(scores, self.options.training_cap, seed=seed)
+        x = to_tensor(data.x[keep])
+        model, hypers = fit_gp(
+            x, to_tensor(data.y[keep]), cache=self.options.cache, cache_key=self._cache_key()
+        )
+        pending_x = self._pending_x()
+        acqf, name = self._acquisition(model, x, data, keep, pending_x, seed, count)
+        top = np.argsort(scores, kind="stable")[:5]
+        lengthscales = hypers[0].lengthscales
+        found = maximize_acqf(
+            acqf,
+            self.geometry,
+            self.encoder.project,
+            count,
+            rng=rng,
+            anchors=data.x[top][data.feasible[top]] if data.feasible[top].any() else data.x[top],
+            lengthscales=lengthscales,
+            options=self.options.acqf,
+        )
+        chosen = self._distinct(found.batches[0], found.ranked, data.x, pending_x)
+        meta: dict[str, Any] = {"designer": "gp", "acquisition": name, "n_train": len(keep)}
+        return [Suggestion(self.encoder.decode(row), metadata=dict(meta)) for row in chosen]
+
+    def _pending_x(self) -> FloatArray:
+        return self.encoder.encode_many([t.params for t in self._pending])
+
+    def _acquisition(
+        self,
+        model: Any,
+        x: torch.Tensor,
+        data: _Data,
+        keep: npt.NDArray[np.int64],
+        pending_x: FloatArray,
+        seed: int,
+        count: int,
+    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+        m = len(self.objectives)
+        sampler = SobolQMCNormalSampler(
+            sample_shape=torch.Size([self.options.mc_samples]), seed=seed
+        )
+        x_pending = to_tensor(pending_x) if len(pending_x) else None
+        constraints = [_constraint_fn(m + j, c) for j, c in enumerate(self.constraints)]
+        if m == 1 and not constraints and x_pending is None and count == 1:
+            # Nothing in flight and one point wanted: q-batch Monte Carlo is not needed,
+            # and analytic LogEI is exact in the far tail where 128 MC samples see no
+            # improvement at all, which is what lets the search leave a local optimum.
+            with torch.no_grad():
+                best_f = model.posterior(x).mean[..., 0].max()
+            return LogExpectedImprovement(model=model, best_f=best_f), "LogEI"
+        if m == 1:
+            objective = GenericMCObjective(_first_output) if constraints else None
+            single = qLogNoisyExpectedImprovement(
+                model=model,
+                X_baseline=x,
+                sampler=sampler,
+                objective=objective,
+                X_pending=x_pending,
+                constraints=constraints or None,
+                prune_baseline=True,
+                cache_root=True,
+            )
+            return single, "qLogNEI"
+        feasible_y = data.y[keep][:, :m][data.feasible[keep]]
+        ref = _reference_point(feasible_y if len(feasible_y) else data.y[keep][:, :m])
+        multi = qLogNoisyExpectedHypervolumeImprovement(
+            model=model,
+            ref_point=ref.tolist(),
+            X_baseline=x,
+            sampler=sampler,
+            objective=(
+                IdentityMCMultiOutputObjective(outcomes=list(range(m))) if constraints else None
+            ),
+            constraints=constraints or None,
+            X_pending=x_pending,
+            prune_baseline=True,
+            cache_root=True,
+        )
+        return multi, "qLogNEHVI"
+
+    def _distinct(
+        self, batch: FloatArray, ranked: FloatArray, known: FloatArray, pending: FloatArray
+    ) -> list[FloatArray]:
+        """The batch, with points repeating a known or chosen point replaced."""
+        seen = {_key(row) for row in np.vstack([known, pending]) if len(row)}
+        out: list[FloatArray] = []
+        for row in batch:
+            if _key(row) not in seen:
+                seen.add(_key(row))
+                out.append(row)
+        for row in ranked:
+            if len(out) == len(batch):
+                break
+            if _key(row) not in seen:
+                seen.add(_key(row))
+                out.append(row)
+        if len(out) < len(batch):
+            # Every candidate repeats a known point: a small discrete space that is nearly
+            # exhausted. Fill with Sobol points, which repeat only when it is exhausted.
+            extra = self._initial(len(batch) - len(out))
+            out.extend(self.encoder.encode(s.params) for s in extra)
+        return out
+
+    def _cache_key(self) -> str:
+        payload = {
+            "space": self.config.space.model_dump(mode="json"),
+            "objectives": [o.model_dump(mode="json") for o in self.objectives],
+            "constraints": [c.model_dump(mode="json") for c in self.constraints],
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _metric(result: dict[str, float] | None, name: str) -> float | None:
+    if not result or name not in result:
+        return None
+    value = result[name]
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _key(row: FloatArray) -> bytes:
+    return np.round(np.asarray(row, dtype=np.float64), 9).tobytes()
+
+
+def _first_output(samples: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:  # noqa: N803
+    return samples[..., 0]
+
+
+def _constraint_fn(column: int, c: OutcomeConstraint) -> Callable[[torch.Tensor], torch.Tensor]:
+    """BoTorch constraint callable: non-positive where ``c`` holds."""
+    bound = c.bound
+    if c.op == "<=":
+        return lambda samples: samples[..., column] - bound
+    return lambda samples: bound - samples[..., column]
+
+
+def _reference_point(y: FloatArray) -> FloatArray:
+    """A point just worse than the observed Pareto front's nadir (maximisation)."""
+    front = y[to_numpy_mask(is_non_dominated(torch.as_tensor(y, dtype=DTYPE, device=device())))]
+    lo, hi = y.min(axis=0), front.max(axis=0)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    return np.asarray(front.min(axis=0) - 0.1 * span, dtype=np.float64)
+
+
+def to_numpy_mask(mask: torch.Tensor) -> npt.NDArray[np.bool_]:
+    """A boolean tensor as a host numpy mask."""
+    return np.asarray(mask.detach().cpu().numpy(), dtype=bool)

@@ -1,0 +1,337 @@
+"""Ladder diagnostics: does a hyperparameter's optimum drift across a family's proxy scales?
+
+A ladder is a family of studies of one model at several proxy scales. For every numeric
+hyperparameter the diagnostics
+
+1. take each study's optimum: a weighted mean of log(value) over its top trials (weights
+   fall off exponentially with the objective gap to the best trial);
+2. map each optimum through the parameterisation's rules to the smallest study's proxy
+   shape, so that a perfectly transferring hyperparameter gives the same number at every
+   rung whatever base shape each study used;
+3. fit log(mapped optimum) against log(scale) by least squares: the slope is the *drift
+   exponent* the rules fail to explain (0 = transfers);
+4. bootstrap the trials of every study to get a confidence interval of the slope;
+5. decide: ``transfers`` when the whole interval lies within ±tolerance, ``drifts`` when it
+   excludes 0, ``insufficient-data`` otherwise or when there are too few rungs or trials.
+
+When a parameter drifts and a target is given, the fitted trend is extrapolated instead of
+the plain rule, and the report says so. ``beta1``/``beta2`` are fitted on log(1 − β).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from hpo_service.domain.shape import ModelShape, parse_shape
+from hpo_service.domain.space import ParamValue
+from hpo_service.domain.study import Goal
+from hpo_service.scaling.config import ScaleConfig, validate_scale
+from hpo_service.scaling.extrapolate import scale_value, shape_multipliers
+from hpo_service.scaling.naming import parse_name
+from hpo_service.scaling.rules import build_table
+
+__all__ = [
+    "LadderPoint",
+    "LadderReport",
+    "LadderStudy",
+    "LadderTrial",
+    "ParameterDrift",
+    "Trend",
+    "ladder_diagnostics",
+]
+
+Verdict = Literal["transfers", "drifts", "insufficient-data"]
+_AXES = ("width", "depth", "batch_size", "tokens")
+_MIN_TRIALS = 4
+
+
+@dataclass(frozen=True)
+class LadderTrial:
+    """A completed trial: its parameters and objective value (None if it has none)."""
+
+    params: Mapping[str, ParamValue]
+    value: float | None
+
+
+@dataclass(frozen=True)
+class LadderStudy:
+    """One rung: a study's scale configuration and its completed trials."""
+
+    study_id: str
+    scale: ScaleConfig | Mapping[str, Any]
+    trials: Sequence[LadderTrial] = field(default_factory=tuple)
+    goal: Goal = "minimize"
+
+
+class LadderPoint(BaseModel):
+    """One rung's optimum for one parameter, as mapped to the reference shape."""
+
+    model_config = ConfigDict(frozen=True)
+
+    study_id: str
+    scale: int
+    optimum: float
+    mapped_optimum: float
+    n_trials: int
+
+
+class Trend(BaseModel):
+    """The fitted drift carried to a target, next to what the plain rule would give."""
+
+    model_config = ConfigDict(frozen=True)
+
+    target_scale: int
+    rule_value: float
+    trend_value: float
+    note: str
+
+
+class ParameterDrift(BaseModel):
+    """The diagnostic of one hyperparameter across the ladder."""
+
+    model_config = ConfigDict(frozen=True)
+
+    param: str
+    verdict: Verdict
+    drift_exponent: float | None
+    ci: tuple[float, float] | None
+    points: list[LadderPoint]
+    trend: Trend | None = None
+    note: str = ""
+
+
+class LadderReport(BaseModel):
+    """The body of ``GET /v1/families/{family}/ladder``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    axis: str | None
+    reference: dict[str, int] | None
+    studies: list[str]
+    parameters: list[ParameterDrift]
+    warnings: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-ready response body."""
+        return self.model_dump(mode="json")
+
+
+@dataclass
+class _Rung:
+    study_id: str
+    config: ScaleConfig
+    values: np.ndarray  # objective values, minimisation sign applied
+    params: list[Mapping[str, ParamValue]]
+
+
+def _transform(name: str, v: float) -> float | None:
+    """Log of the value (of 1 − β for betas); None where the log is undefined."""
+    x = 1.0 - v if name in ("beta1", "beta2") else v
+    return math.log(x) if x > 0 else None
+
+
+def _role_for(name: str) -> tuple[str, str | None] | None:
+    try:
+        parsed = parse_name(name)
+    except ValueError:
+        return None
+    if parsed.kind == "role" and parsed.hparam is not None:
+        return parsed.hparam, parsed.role
+    if parsed.kind == "bare" and parsed.hparam is not None:
+        return parsed.hparam, "hidden"  # a bare name is read as its hidden-matrix value
+    if parsed.kind == "global" and parsed.hparam is not None:
+        return parsed.hparam, None
+    return None
+
+
+def _rule_log_factor(name: str, base: ModelShape, ref: ModelShape, config: ScaleConfig) -> float:
+    """Log of the rule's factor taking ``name`` from ``base`` to ``ref`` (0 if no rule)."""
+    hr = _role_for(name)
+    if hr is None:
+        return 0.0
+    table = build_table(config.parameterization, config.readout, config.optimizer)
+    sv = scale_value(table, hr[0], hr[1], 0.5, shape_multipliers(base, ref))
+    return math.log(sv.factor) if sv.factor > 0 else 0.0
+
+
+def _optimum(logs: np.ndarray, values: np.ndarray, top_fraction: float) -> float:
+    """Estimate the best log-value from trials (log-values, objective to minimise).
+
+    A weighted parabola through the better half of the trials gives the vertex when it is
+    convex with the vertex inside their range; otherwise the weighted mean of the top
+    ``top_fraction`` (weights exp(−gap / spread)) stands in.
+    """
+    order = np.argsort(values)
+    half = order[: max(5, len(values) // 2)]
+    x, y = logs[half], values[half]
+    if np.ptp(x) > 0 and len(x) >= 5:
+        a, b, _ = np.polyfit(x, y, 2)
+        if a > 0 and x.min() <= -b / (2 * a) <= x.max():
+            return float(-b / (2 * a))
+    k = max(3, math.ceil(top_fraction * len(values)))
+    idx = order[:k]
+    top = values[idx]
+    spread = float(np.std(top)) or 1.0
+    w = np.exp(-(top - top.min()) / spread)
+    return float(np.sum(w * logs[idx]) / np.sum(w))
+
+
+def ladder_diagnostics(
+    studies: Sequence[LadderStudy],
+    *,
+    axis: str | None = None,
+    target: Mapping[str, Any] | ModelShape | None = None,
+    top_fraction: float = 0.25,
+    n_boot: int = 200,
+    tolerance: float = 0.15,
+    seed: int = 0,
+) -> LadderReport:
+    """Diagnose, per hyperparameter, whether its optimum drifts across the ladder.
+
+    Args:
+        studies: the family's studies with their scale configs and completed trials.
+        axis: the scale axis to fit against (``width``, ``depth``, ``batch_size``,
+            ``tokens``); default: the axis whose proxy sizes vary most.
+        target: optional target shape; drifting parameters get their trend carried there.
+        top_fraction: share of each study's trials that count towards its optimum.
+        n_boot: bootstrap replicates for the confidence interval.
+        tolerance: |drift exponent| below which a parameter counts as transferring.
+        seed: seeds the bootstrap.
+
+    Returns:
+        One ``ParameterDrift`` per numeric parameter shared by the studies.
+    """
+    warnings: list[str] = []
+    rungs: list[_Rung] = []
+    for i, s in enumerate(studies):
+        config = validate_scale(s.scale, loc=("studies", i, "scale"))
+        assert config is not None
+        ok = [t for t in s.trials if t.value is not None and math.isfinite(t.value)]
+        sign = 1.0 if s.goal == "minimize" else -1.0
+        rungs.append(_Rung(s.study_id, config,
+                           np.array([sign * float(t.value) for t in ok if t.value is not None]),
+                           [t.params for t in ok]))
+    ids = [r.study_id for r in rungs]
+    if not rungs:
+        return LadderReport(axis=None, reference=None, studies=[], parameters=[],
+                            warnings=["no studies in the family"])
+    axis = axis or _pick_axis(rungs, warnings)
+    usable = [r for r in rungs if getattr(r.config.proxy, axis) is not None]
+    usable.sort(key=lambda r: int(getattr(r.config.proxy, axis)))
+    ref = usable[0].config.proxy if usable else rungs[0].config.proxy
+    names = _shared_numeric(usable)
+    rng = np.random.default_rng(seed)
+    tgt = parse_shape({**ref.axes(), **dict(target)} if isinstance(target, Mapping)
+                      else target, ("target",)) if target is not None else None
+    params = [_diagnose(name, usable, axis, ref, top_fraction, n_boot, tolerance, rng, tgt)
+              for name in names]
+    return LadderReport(axis=axis, reference=ref.axes(), studies=ids, parameters=params,
+                        warnings=warnings)
+
+
+def _pick_axis(rungs: Sequence[_Rung], warnings: list[str]) -> str:
+    ranges: dict[str, float] = {}
+    for a in _AXES:
+        sizes = [getattr(r.config.proxy, a) for r in rungs]
+        known = [x for x in sizes if x is not None]
+        if len(known) == len(sizes) and known:
+            ranges[a] = math.log(max(known)) - math.log(min(known))
+    varying = [a for a, v in ranges.items() if v > 0]
+    if len(varying) > 1:
+        warnings.append("several axes vary across the ladder (" + ", ".join(varying) +
+                        "); the fit attributes all drift to the one that varies most")
+    return max(ranges, key=lambda a: ranges[a]) if ranges else "width"
+
+
+def _shared_numeric(rungs: Sequence[_Rung]) -> list[str]:
+    if not rungs:
+        return []
+    common: set[str] | None = None
+    for r in rungs:
+        names = {k for p in r.params for k, v in p.items()
+                 if isinstance(v, int | float) and not isinstance(v, bool)}
+        common = names if common is None else common & names
+    return sorted(common or set())
+
+
+def _diagnose(name: str, rungs: Sequence[_Rung], axis: str, ref: ModelShape,
+              top_fraction: float, n_boot: int, tolerance: float,
+              rng: np.random.Generator, target: ModelShape | None) -> ParameterDrift:
+    data = []
+    for r in rungs:
+        rows = [(_transform(name, float(p[name])), v) for p, v in zip(r.params, r.values,
+                                                                        strict=True)
+                if name in p and isinstance(p[name], int | float)]
+        rows = [(lg, v) for lg, v in rows if lg is not None]
+        if len(rows) < _MIN_TRIALS:
+            continue
+        logs = np.array([x for x, _ in rows])
+        vals = np.array([v for _, v in rows])
+        shift = _rule_log_factor(name, r.config.base_shape, ref, r.config)
+        data.append((r, logs, vals, shift, math.log(int(getattr(r.config.proxy, axis)))))
+    scales = {d[4] for d in data}
+    if len(data) < 2 or len(scales) < 2:
+        return ParameterDrift(param=name, verdict="insufficient-data", drift_exponent=None,
+                              ci=None, points=[], note="needs ≥2 rungs at different scales "
+                              f"with ≥{_MIN_TRIALS} finite trials each")
+    xs = np.array([d[4] for d in data])
+    ys = np.array([_optimum(d[1], d[2], top_fraction) + d[3] for d in data])
+    slope, intercept = np.polyfit(xs, ys, 1)
+    boots = []
+    for _ in range(n_boot):
+        yb = []
+        for _r, logs, vals, shift, _x in data:
+            idx = rng.integers(0, len(vals), len(vals))
+            yb.append(_optimum(logs[idx], vals[idx], top_fraction) + shift)
+        boots.append(np.polyfit(xs, np.array(yb), 1)[0])
+    lo, hi = (float(q) for q in np.percentile(boots, [2.5, 97.5]))
+    verdict: Verdict
+    if -tolerance <= lo and hi <= tolerance:
+        verdict = "transfers"
+    elif lo > 0 or hi < 0:
+        verdict = "drifts"
+    else:
+        verdict = "insufficient-data"
+    points = [
+        LadderPoint(study_id=d[0].study_id, scale=round(math.exp(d[4])),
+                    optimum=_back(name, _optimum(d[1], d[2], top_fraction)),
+                    mapped_optimum=_back(name, float(y)), n_trials=len(d[2]))
+        for d, y in zip(data, ys, strict=True)
+    ]
+    trend = None
+    if verdict == "drifts" and target is not None and getattr(target, axis) is not None:
+        trend = _trend(name, float(slope), float(intercept), xs, ys, axis, ref, rungs[0],
+                       target)
+    note = {
+        "transfers": "optimum stays put under the rules",
+        "drifts": f"optimum moves as {axis}^{slope:+.2f} beyond what the rules predict",
+        "insufficient-data": "confidence interval too wide to decide",
+    }[verdict]
+    return ParameterDrift(param=name, verdict=verdict, drift_exponent=float(slope),
+                          ci=(lo, hi), points=points, trend=trend, note=note)
+
+
+def _back(name: str, log_value: float) -> float:
+    v = math.exp(log_value)
+    return 1.0 - v if name in ("beta1", "beta2") else v
+
+
+def _trend(name: str, slope: float, intercept: float, xs: np.ndarray, ys: np.ndarray,
+           axis: str, ref: ModelShape, rung: _Rung, target: ModelShape) -> Trend:
+    xt = math.log(int(getattr(target, axis)))
+    # The plain rule carries the smallest rung's optimum; the trend carries the fit.
+    rule_log = float(ys[0]) + _rule_log_factor(name, ref, target, rung.config)
+    trend_log = intercept + slope * xt + _rule_log_factor(name, ref, target, rung.config)
+    return Trend(
+        target_scale=int(getattr(target, axis)),
+        rule_value=_back(name, rule_log),
+        trend_value=_back(name, trend_log),
+        note=f"extrapolated the fitted trend ({axis}^{slope:+.2f} on top of the "
+             f"{rung.config.parameterization} rules) instead of the plain rule",
+    )

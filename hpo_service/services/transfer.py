@@ -1,0 +1,371 @@
+"""Transfer use cases: fit a study's region at creation, show it, preview it, use it.
+
+The region is fitted once, when the study is created, from the winners of the family's
+earlier studies, and stored with the study (in its ``transfer`` document, which designers
+see, and in ``effective_space``) with ``version: 1``. Nothing about it lives in process
+memory, so it survives restarts. When the negative-transfer guard grows the region, the
+new level is written on the trials proposed from it; the study's current region is the
+stored one grown to the highest level found on its trials, and its version counts on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from hpo_service.db.database import Database
+from hpo_service.db.mapping import study_config, to_trial
+from hpo_service.db.repositories import StudyRepository, TrialRepository
+from hpo_service.domain import (
+    CategoricalParameter,
+    FloatParameter,
+    IntParameter,
+    Params,
+    Principal,
+    Role,
+    SearchSpace,
+    StudyConfig,
+)
+from hpo_service.domain.region import Box, Ellipsoid, region_from_json
+from hpo_service.engine.designer import Designer, Suggestion
+from hpo_service.engine.encoding import SpaceEncoder
+from hpo_service.engine.registry import make_designer
+from hpo_service.errors import InvalidInputError, NotFoundError
+from hpo_service.services.access import require_role, visible_study
+from hpo_service.transfer.designer import GuardOptions, RegionDesigner, narrowed_space
+from hpo_service.transfer.fit import FitOptions, fit_region
+from hpo_service.transfer.select import (
+    SourceStudy,
+    center_params,
+    choose_sources,
+    collect_winners,
+    map_params,
+    ranked,
+)
+
+__all__ = [
+    "METHODS",
+    "designer_for",
+    "effective_space",
+    "fit_in_session",
+    "get_region",
+    "preview_region",
+    "public_transfer",
+]
+
+# "none", "box" and "ellipsoid" are the API's; the others serve benchmarks and tools.
+METHODS = ("none", "box", "ellipsoid", "quantile_box", "warm_start")
+_MAX_SOURCES = 200
+_MAX_SEEDS = 20
+
+
+def _spec_error(field: str, msg: str) -> InvalidInputError:
+    return InvalidInputError.at(("body", "transfer", field), msg)
+
+
+def _options(spec: dict[str, Any]) -> FitOptions:
+    defaults = FitOptions()
+    return FitOptions(
+        margin=float(spec.get("margin", defaults.margin)),
+        quantile=float(spec.get("quantile", defaults.quantile)),
+        slack=bool(spec.get("slack", defaults.slack)),
+    )
+
+
+def _candidates(
+    session: Session, tenant: str, family: str | None, spec: dict[str, Any]
+) -> list[SourceStudy]:
+    studies = StudyRepository(session)
+    sources = spec.get("sources", "family")
+    if sources == "family":
+        if family is None:
+            return []
+        rows = list(
+            studies.page(
+                tenant=tenant,
+                family=family,
+                state=None,
+                name=None,
+                after=None,
+                limit=_MAX_SOURCES,
+            )
+        )
+    elif isinstance(sources, list):
+        rows = []
+        for i, study_id in enumerate(sources):
+            row = studies.get(str(study_id), tenant=tenant)
+            if row is None:
+                raise InvalidInputError.at(
+                    ("body", "transfer", "sources", i), f"unknown source study {study_id!r}"
+                )
+            rows.append(row)
+    else:
+        raise _spec_error("sources", "sources must be 'family' or a list of study ids")
+    trials = TrialRepository(session)
+    out: list[SourceStudy] = []
+    for row in rows:
+        config = study_config(row)
+        done = trials.completed_by_value(row.id, config.objective.goal)
+        out.append(SourceStudy(row.id, config.space, config.objective, [to_trial(t) for t in done]))
+    return out
+
+
+def fit_in_session(
+    session: Session,
+    *,
+    tenant: str,
+    family: str | None,
+    space: SearchSpace,
+    spec: dict[str, Any],
+    now: datetime,
+) -> dict[str, Any] | None:
+    """Fit the region a new study gets, inside the caller's transaction.
+
+    Returns:
+        the record to store under ``transfer["fitted"]`` (``region`` None, with a
+        ``reason``, when no source is usable: the study then searches the full space),
+        or None for ``method: none``.
+
+    Raises:
+        InvalidInputError: an unknown method, a bad ``top_k``, unknown source ids, or
+            explicitly named sources that cannot be used.
+    """
+    method = spec.get("method", "box")
+    if method not in METHODS:
+        raise _spec_error("method", f"unknown transfer method {method!r}")
+    if method == "none":
+        return None
+    top_k = spec.get("top_k", 5)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise _spec_error("top_k", "top_k must be a positive integer")
+    min_completed = int(spec.get("min_completed", top_k))
+    candidates = _candidates(session, tenant, family, spec)
+    decisions = choose_sources(space, candidates, min_completed=min_completed)
+    if isinstance(spec.get("sources"), list):
+        for i, d in enumerate(decisions):
+            if not d.used:
+                raise InvalidInputError.at(
+                    ("body", "transfer", "sources", i), f"{d.study_id}: {d.reason}"
+                )
+    used = [c for c, d in zip(candidates, decisions, strict=True) if d.used]
+    record: dict[str, Any] = {
+        "version": 1,
+        "method": method,
+        "top_k": top_k,
+        "fitted_at": now.isoformat(),
+        "sources": [c.study_id for c in used],
+        "rejected_sources": [
+            {"study_id": d.study_id, "reason": d.reason} for d in decisions if not d.used
+        ],
+        "region": None,
+        "fit": None,
+        "seeds": [],
+        "reason": None,
+    }
+    if not used:
+        record["reason"] = (
+            "no earlier study of the family is compatible and has enough completed trials"
+            if candidates
+            else "no earlier study to learn from"
+        )
+        return record
+    region: Box | Ellipsoid | None = None
+    if method != "warm_start":
+        winners = collect_winners(space, used, top_k=top_k, make_encoder=SpaceEncoder)
+        result = fit_region(winners, method, _options(spec))
+        region = result.region
+        record["region"] = region.to_json()
+        record["fit"] = result.notes
+    record["seeds"] = _seeds(space, used, region)
+    record["effective_space"] = _summary(space, region, record)
+    return record
+
+
+def _seeds(
+    space: SearchSpace, used: Sequence[SourceStudy], region: Box | Ellipsoid | None
+) -> list[Params]:
+    """Each source's best trial in the new space, the most central first."""
+    if region is not None:
+        fill = center_params(space, region, SpaceEncoder)
+    else:
+        fill = SpaceEncoder(space).decode(np.full(SpaceEncoder(space).dim, 0.5))
+    seeds: list[Params] = []
+    for source in used:
+        best = ranked(source)[:1]
+        if best:
+            mapped = map_params(space, best[0].params, fill)
+            if mapped not in seeds:
+                seeds.append(mapped)
+    encoder = SpaceEncoder(space)
+    if len(seeds) > 2:
+        x = encoder.encode_many(seeds)
+        middle = np.median(x, axis=0)
+        order = np.argsort(np.linalg.norm(x - middle, axis=1), kind="stable")
+        seeds = [seeds[i] for i in order]
+    return seeds[:_MAX_SEEDS]
+
+
+def public_transfer(transfer: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The study's ``transfer`` as the client sent it (the fitted record lives apart)."""
+    if transfer is None:
+        return None
+    return {k: v for k, v in transfer.items() if k != "fitted"}
+
+
+def effective_space(config: StudyConfig) -> dict[str, Any] | None:
+    """What the API shows as ``effective_space``: the stored region's summary, or None."""
+    fitted = (config.transfer or {}).get("fitted")
+    if not isinstance(fitted, dict):
+        return None
+    summary = fitted.get("effective_space")
+    return summary if isinstance(summary, dict) else None
+
+
+def _summary(
+    space: SearchSpace, region: Box | Ellipsoid | None, record: dict[str, Any]
+) -> dict[str, Any] | None:
+    if region is None:
+        return None
+    return {
+        "version": record["version"],
+        "method": record["method"],
+        "kind": region.kind,
+        "sources": record["sources"],
+        "volume_fraction": region.volume_fraction(),
+        "space": narrowed_space(space, region, SpaceEncoder).model_dump(
+            mode="json", exclude_none=True
+        ),
+    }
+
+
+def designer_for(config: StudyConfig, seed: int | None) -> Designer:
+    """The study's designer: its algorithm, confined to its region when it has one."""
+    fitted = (config.transfer or {}).get("fitted")
+    if not isinstance(fitted, dict) or (not fitted.get("region") and not fitted.get("seeds")):
+        return make_designer(config, seed)
+    region = region_from_json(fitted["region"]) if fitted.get("region") else None
+    return RegionDesigner[Suggestion](
+        config,
+        seed,
+        region=region,
+        seeds=list(fitted.get("seeds") or []),
+        make_inner=make_designer,
+        make_encoder=SpaceEncoder,
+        make_suggestion=Suggestion,
+        version=int(fitted.get("version", 1)),
+        guard=GuardOptions() if region is not None else None,
+    )
+
+
+def region_view(
+    space: SearchSpace,
+    region: Box | Ellipsoid,
+    record: dict[str, Any],
+    *,
+    level: int = 0,
+    expansions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The region in the encoded cube and in natural units (API.md, Transfer)."""
+    narrowed = narrowed_space(space, region, SpaceEncoder)
+    bounds: dict[str, Any] = {}
+    for name, lo, hi in zip(region.names, region.lower, region.upper, strict=True):
+        p = narrowed.get(name) if name in narrowed.names else space.get(name)
+        entry: dict[str, Any] = {"encoded": [lo, hi]}
+        if isinstance(p, FloatParameter | IntParameter):
+            entry.update(low=p.low, high=p.high)
+        elif not isinstance(p, CategoricalParameter):
+            entry.update(values=list(p.values))
+        bounds[name] = entry
+    view: dict[str, Any] = {
+        "method": record["method"],
+        "kind": region.kind,
+        "version": int(record.get("version", 1)) + level,
+        "level": level,
+        "sources": record["sources"],
+        "rejected_sources": record.get("rejected_sources", []),
+        "bounds": bounds,
+        "volume_fraction": region.volume_fraction(),
+        "categorical_subsets": region.categorical_subsets,
+        "space": narrowed.model_dump(mode="json", exclude_none=True),
+        "seeds": record.get("seeds", []),
+        "fit": record.get("fit"),
+        "expansions": expansions or [],
+        "region": region.to_json(),
+    }
+    if isinstance(region, Ellipsoid):
+        center = center_params(space, region, SpaceEncoder)
+        view.update(
+            axes=region.axes,
+            center={
+                "encoded": region.center,
+                "natural": {a: center[a] for a in region.axes if a in center},
+            },
+            matrix=region.matrix,
+        )
+    return view
+
+
+def get_region(db: Database, principal: Principal, study_id: str) -> dict[str, Any]:
+    """The study's current region (the stored one, grown by any recorded expansion).
+
+    Raises:
+        StudyNotFoundError: unknown id, or another tenant's study.
+        NotFoundError: the study learned no region (no transfer, or no usable source).
+    """
+    with db.read() as session:
+        row = visible_study(session, principal, study_id)
+        config = study_config(row)
+        fitted = (config.transfer or {}).get("fitted")
+        if not isinstance(fitted, dict) or not fitted.get("region"):
+            why = fitted.get("reason") if isinstance(fitted, dict) else None
+            raise NotFoundError(
+                f"study {study_id!r} has no learned region" + (f": {why}" if why else "")
+            )
+        trials = [to_trial(t) for t in TrialRepository(session).all_for_study(row.id)]
+    level, expansions = 0, []
+    for t in trials:
+        info = t.metadata.get("transfer")
+        if not isinstance(info, dict):
+            continue
+        level = max(level, int(info.get("level", 0)))
+        if "expanded" in info:
+            expansions.append(
+                {"trial_number": t.number, "level": info.get("level"), "reason": info["expanded"]}
+            )
+    region = region_from_json(fitted["region"])
+    current = region.expanded(GuardOptions().factor ** level) if level else region
+    view = region_view(config.space, current, fitted, level=level, expansions=expansions)
+    view["study_id"] = row.id
+    return view
+
+
+def preview_region(
+    db: Database,
+    principal: Principal,
+    family: str,
+    *,
+    space: SearchSpace,
+    spec: dict[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """The region a new study of ``family`` would get now, without creating it.
+
+    Raises:
+        InvalidInputError: a bad spec, or no usable source (the detail says why).
+    """
+    require_role(principal, Role.CLIENT)
+    with db.read() as session:
+        record = fit_in_session(
+            session, tenant=principal.tenant, family=family, space=space, spec=spec, now=now
+        )
+    if record is None or not record.get("region"):
+        why = "method 'none' learns no region" if record is None else record.get("reason")
+        raise InvalidInputError.at(("body", "method"), f"no region to preview: {why}")
+    region = region_from_json(record["region"])
+    view = region_view(space, region, record)
+    view["family"] = family
+    return view

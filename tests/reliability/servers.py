@@ -1,0 +1,154 @@
+"""Real `hpo serve` processes (and a throwaway PostgreSQL cluster) for fault tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from hpo_service.db.base import utcnow
+from hpo_service.db.database import Database
+from hpo_service.db.migrate import upgrade_to_head
+from hpo_service.domain import Role
+from hpo_service.services import api_keys
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prepare(database_url: str) -> str:
+    """Migrate the database and return a fresh admin key for it."""
+    db = Database(database_url)
+    try:
+        upgrade_to_head(db.engine)
+        return api_keys.create_key(db, role=Role.ADMIN, tenant="t", now=utcnow()).key
+    finally:
+        db.dispose()
+
+
+class Server:
+    """`hpo serve` in its own process group, so kill -9 takes every worker process."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        workers: int = 1,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.database_url = database_url
+        self.workers = workers
+        self.port = port or free_port()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HPO_")}
+        self.env.update(env or {})
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 180.0) -> Server:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hpo_service",
+                "serve",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+                "--database-url",
+                self.database_url,
+            ],
+            env=self.env,
+            cwd=self.cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            time.sleep(0.2)
+        raise TimeoutError("server did not start")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+class ThrowawayPostgres:
+    """A private PostgreSQL cluster on a spare port, owned by the `postgres` OS user."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="hpo-pg-"))
+        self.port = free_port()
+        shutil.chown(self.dir, "postgres", "postgres")
+        self.data = self.dir / "data"
+
+    def _as_postgres(self, *args: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
+
+    def init(self) -> ThrowawayPostgres:
+        self._as_postgres("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres")
+        return self
+
+    def start(self) -> None:
+        self._as_postgres(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def destroy(self) -> None:
+        try:
+            self.stop()
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     auth_failure_window_seconds: float = Field(
         60.0, gt=0, description="Window of the failed-authentication limit."
     )
+    auth_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long a process trusts a verified key without asking the database "
+        "(a revoked key stops working within this time; 0 disables the cache).",
+    )
     log_level: str = Field("info", description="Log level of the service.")
     suggestion_deadline_seconds: float = Field(
         5.0, gt=0, description="How long a suggestion request waits for the designer."

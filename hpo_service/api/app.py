@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from hpo_service import __version__
+from hpo_service.api.auth_cache import AuthCache
 from hpo_service.api.auth_throttle import FailedAuthLimiter
 from hpo_service.api.housekeeping import Housekeeper
 from hpo_service.api.key_usage import KeyUsageMiddleware
@@ -17,7 +18,7 @@ from hpo_service.api.metrics import Metrics, MetricsMiddleware
 from hpo_service.api.metrics import router as metrics_router
 from hpo_service.api.middleware import BodyGuardMiddleware
 from hpo_service.api.problems import PROBLEM_RESPONSES, install_problem_handlers
-from hpo_service.api.routes import admin, health, studies, transfer, trials
+from hpo_service.api.routes import admin, families, health, studies, transfer, trials
 from hpo_service.api.schemas.common import Problem
 from hpo_service.config import Settings
 from hpo_service.dashboard.routes import install_dashboard
@@ -61,6 +62,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.db = database
     app.state.housekeeper = housekeeper
+    app.state.auth_cache = AuthCache(settings.auth_cache_seconds)
     app.state.auth_limiter = FailedAuthLimiter(
         settings.auth_failure_limit, settings.auth_failure_window_seconds
     )
@@ -72,6 +74,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(studies.router, responses=PROBLEM_RESPONSES)
     app.include_router(trials.router, responses=PROBLEM_RESPONSES)
+    app.include_router(families.router, responses=PROBLEM_RESPONSES)
     app.include_router(admin.router, responses=PROBLEM_RESPONSES)
     app.include_router(transfer.router, responses=PROBLEM_RESPONSES)
     app.include_router(metrics_router)

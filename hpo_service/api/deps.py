@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from hpo_service.api.auth_cache import AuthCache
 from hpo_service.api.auth_throttle import FailedAuthLimiter
 from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
@@ -58,11 +59,16 @@ def _principal(request: Request) -> Principal:
     token = _bearer(request)
     source = _source(request, token)
     limiter.check(source)
-    try:
-        principal = api_keys.authenticate(db, token, now=utcnow())
-    except AuthenticationError:
-        limiter.record_failure(source)
-        raise
+    cache: AuthCache = request.app.state.auth_cache
+    principal = cache.get(token) if token else None
+    if principal is None:
+        try:
+            principal = api_keys.authenticate(db, token, now=utcnow())
+        except AuthenticationError:
+            limiter.record_failure(source)
+            raise
+        if token:
+            cache.put(token, principal)
     request.state.principal = principal
     return principal
 

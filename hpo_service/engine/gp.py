@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from botorch.acquisition.analytic import LogExpectedImprovement
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+from botorch.acquisition.multi_objective import logei as _mo_logei
 from botorch.acquisition.multi_objective.logei import (
     qLogNoisyExpectedHypervolumeImprovement,
 )
@@ -268,13 +268,6 @@ class GPDesigner:
         )
         x_pending = to_tensor(pending_x) if len(pending_x) else None
         constraints = [_constraint_fn(m + j, c) for j, c in enumerate(self.constraints)]
-        if m == 1 and not constraints and x_pending is None and count == 1:
-            # Nothing in flight and one point wanted: q-batch Monte Carlo is not needed,
-            # and analytic LogEI is exact in the far tail where 128 MC samples see no
-            # improvement at all, which is what lets the search leave a local optimum.
-            with torch.no_grad():
-                best_f = model.posterior(x).mean[..., 0].max()
-            return LogExpectedImprovement(model=model, best_f=best_f), "LogEI"
         if m == 1:
             objective = GenericMCObjective(_first_output) if constraints else None
             single = qLogNoisyExpectedImprovement(
@@ -285,9 +278,10 @@ class GPDesigner:
                 X_pending=x_pending,
                 constraints=constraints or None,
                 prune_baseline=True,
-                cache_root=True,
+                cache_root=False,
             )
             return single, "qLogNEI"
+        _no_kernel_compilation()
         feasible_y = data.y[keep][:, :m][data.feasible[keep]]
         ref = _reference_point(feasible_y if len(feasible_y) else data.y[keep][:, :m])
         multi = qLogNoisyExpectedHypervolumeImprovement(
@@ -301,7 +295,7 @@ class GPDesigner:
             constraints=constraints or None,
             X_pending=x_pending,
             prune_baseline=True,
-            cache_root=True,
+            cache_root=False,
         )
         return multi, "qLogNEHVI"
 
@@ -335,6 +329,18 @@ class GPDesigner:
             "constraints": [c.model_dump(mode="json") for c in self.constraints],
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _no_kernel_compilation() -> None:
+    """Stop qLogNEHVI from compiling its optional C++ kernel inside a request.
+
+    BoTorch JIT-compiles that kernel with ninja on first use when no prebuilt one is
+    installed: minutes of compiler time inside a suggestion request, and a lock file that
+    blocks every later process if the compile is interrupted. The pure-torch path it
+    falls back to is what we measured. Marking the load as attempted skips it.
+    """
+    if hasattr(_mo_logei, "_load_attempted"):
+        _mo_logei._load_attempted = True
 
 
 def _metric(result: dict[str, float] | None, name: str) -> float | None:

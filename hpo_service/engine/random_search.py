@@ -12,7 +12,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import qmc
 
 from hpo_service.domain import Params, StudyConfig, Trial
 from hpo_service.engine.designer import Suggestion
@@ -88,6 +87,8 @@ class SobolDesigner(_CubeSampler):
     """
 
     def _draw(self, n: int) -> FloatArray:
+        from scipy.stats import qmc  # scipy.stats takes seconds to import; defer it
+
         sampler = qmc.Sobol(d=self.encoder.dim, scramble=True, seed=self.seed)
         if self._n_history:
             sampler.fast_forward(self._n_history)

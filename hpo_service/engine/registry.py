@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from hpo_service.domain import StudyConfig
 from hpo_service.engine.designer import Designer, DesignerFactory
-from hpo_service.engine.gp import GPDesigner
+from hpo_service.engine.local_search import make_local_designer
 from hpo_service.engine.random_search import RandomDesigner, SobolDesigner
 from hpo_service.errors import UnknownAlgorithmError
 
@@ -21,10 +21,24 @@ __all__ = [
     "register",
 ]
 
+
+
+def _gp(config: StudyConfig, seed: int | None) -> Designer:
+    """Build the GP designer, importing BoTorch only when a GP study first needs it.
+
+    Importing torch and BoTorch costs seconds; deferring it keeps `hpo` commands and
+    server start-up fast for studies that never use the GP.
+    """
+    from hpo_service.engine.gp import GPDesigner
+
+    return GPDesigner(config, seed)
+
+
 _FACTORIES: dict[str, DesignerFactory] = {
     "random": RandomDesigner,
     "sobol": SobolDesigner,
-    "gp": GPDesigner,
+    "gp": _gp,
+    "local": make_local_designer,
 }
 # Preference order for studies that name no algorithm: the best one this build offers.
 _PREFERENCE = ["gp", "sobol", "random"]

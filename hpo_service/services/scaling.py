@@ -6,14 +6,15 @@ from typing import Any
 
 from hpo_service.db.database import Database
 from hpo_service.db.mapping import study_config, to_trial
-from hpo_service.db.repositories import TrialRepository
+from hpo_service.db.repositories import StudyRepository, TrialRepository
 from hpo_service.domain import Principal, TrialState
 from hpo_service.engine.pareto import best_trial
 from hpo_service.errors import ConflictError, InvalidInputError, TrialNotFoundError
 from hpo_service.scaling.extrapolate import ExtrapolationResult, extrapolate
+from hpo_service.scaling.ladder import LadderReport, LadderStudy, LadderTrial, ladder_diagnostics
 from hpo_service.services.access import visible_study, visible_trial
 
-__all__ = ["extrapolate_trial"]
+__all__ = ["extrapolate_trial", "family_ladder"]
 
 
 def extrapolate_trial(
@@ -50,3 +51,37 @@ def extrapolate_trial(
                 raise ConflictError("no completed trial yet; name one with 'trial_id'")
             params = dict(best.params)
     return extrapolate(params, config.scale, target, params_loc=("trial", "params"))
+
+
+def family_ladder(
+    db: Database,
+    principal: Principal,
+    family: str,
+    *,
+    axis: str | None = None,
+    target: dict[str, Any] | None = None,
+) -> LadderReport:
+    """Does each hyperparameter's optimum drift across the family's proxy scales?
+
+    Uses every visible study of ``family`` that has a ``scale`` configuration and its
+    completed trials; studies without scale are ignored (they have no shape to fit).
+    """
+    with db.read() as session:
+        tenant = None if principal.is_admin else principal.tenant
+        rows = StudyRepository(session).in_family(family, tenant=tenant)
+        repo = TrialRepository(session)
+        ladder: list[LadderStudy] = []
+        for row in rows:
+            config = study_config(row)
+            if config.scale is None:
+                continue
+            completed = repo.completed_by_value(row.id, config.objective.goal)
+            ladder.append(
+                LadderStudy(
+                    study_id=row.id,
+                    scale=config.scale,
+                    trials=[LadderTrial(params=dict(t.params), value=t.value) for t in completed],
+                    goal=config.objective.goal,
+                )
+            )
+    return ladder_diagnostics(ladder, axis=axis, target=target)

@@ -65,6 +65,13 @@ class StudyRepository:
         stmt = stmt.order_by(StudyRow.created_at, StudyRow.id).limit(limit)
         return self.session.scalars(stmt).all()
 
+    def in_family(self, family: str, *, tenant: str | None) -> Sequence[StudyRow]:
+        """Every study of a family (of one tenant unless None), oldest first."""
+        stmt = select(StudyRow).where(StudyRow.family == family)
+        if tenant is not None:
+            stmt = stmt.where(StudyRow.tenant == tenant)
+        return self.session.scalars(stmt.order_by(StudyRow.created_at, StudyRow.id)).all()
+
     def trial_counts(self, study_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """Trials per state for each study, in one grouped query."""
         out: dict[str, dict[str, int]] = {sid: {} for sid in study_ids}

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from hpo_service.admin_cli import add_admin_parsers
 from hpo_service.client.worker_cli import add_worker_parser
 from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
@@ -172,6 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     extra.set_defaults(func=cmd_extrapolate)
 
     add_worker_parser(sub)
+    add_admin_parsers(sub)
     return parser
 
 

@@ -32,7 +32,7 @@ from hpo_service.services import api_keys
 PG_ADMIN_URL = os.environ.get(
     "HPO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-TABLES = ["measurements", "trials", "studies", "api_keys", "idempotency_keys"]
+TABLES = ["measurements", "trials", "studies", "api_keys", "idempotency_keys", "audit_log"]
 
 
 def postgres_available() -> bool:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,7 @@ from botorch.acquisition.multi_objective.objective import IdentityMCMultiOutputO
 from botorch.acquisition.objective import GenericMCObjective
 from botorch.sampling.normal import SobolQMCNormalSampler
 from botorch.utils.multi_objective.pareto import is_non_dominated
+from linear_operator.utils.warnings import NumericalWarning
 
 from hpo_service.domain import (
     Objective,
@@ -149,7 +151,11 @@ class GPDesigner:
         n_initial = self.options.n_initial or initial_design_size(len(self.config.space.names))
         if len(data.y) < 2 or self._n_history < n_initial:
             return self._initial(count)
-        with single_threaded():
+        with single_threaded(), warnings.catch_warnings():
+            # A nearly noise-free GP has posterior covariances at observed points of the
+            # order of the noise floor; linear_operator then adds a little jitter and
+            # warns. That is expected here and not actionable by a user.
+            warnings.simplefilter("ignore", NumericalWarning)
             return self._model_based(count, data)
 
     # -- steps -------------------------------------------------------------------------
@@ -356,7 +362,7 @@ def _key(row: FloatArray) -> bytes:
     return np.round(np.asarray(row, dtype=np.float64), 9).tobytes()
 
 
-def _first_output(samples: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:  # noqa: N803
+def _first_output(samples: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
     return samples[..., 0]
 
 

@@ -22,7 +22,6 @@ __all__ = [
 ]
 
 
-
 def _gp(config: StudyConfig, seed: int | None) -> Designer:
     """Build the GP designer, importing BoTorch only when a GP study first needs it.
 

@@ -31,7 +31,7 @@ from hpo_service.engine.pareto import best_trials as rank_best
 from hpo_service.engine.stopping import validate_stopping
 from hpo_service.errors import InvalidInputError
 from hpo_service.scaling.config import validate_scale
-from hpo_service.services import transfer
+from hpo_service.services import audit, transfer
 from hpo_service.services.access import require_role, visible_study
 from hpo_service.services.pagination import Page, decode_token, encode_token
 
@@ -209,6 +209,14 @@ def delete_study(db: Database, principal: Principal, study_id: str) -> None:
     with db.write() as session:
         row = visible_study(session, principal, study_id, lock=True)
         StudyRepository(session).delete(row)
+        audit.record(
+            session,
+            principal,
+            "study.delete",
+            now=utcnow(),
+            target=study_id,
+            detail={"name": row.name, "tenant": row.tenant},
+        )
 
 
 def best_trials(db: Database, principal: Principal, study_id: str) -> list[Trial]:

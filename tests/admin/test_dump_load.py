@@ -132,7 +132,7 @@ def test_sqlite_to_postgres_round_trip_is_lossless(tmp_path: Path, fresh_pg: str
         target.dispose()
 
 
-def test_one_study_export_and_conflicts(db: Database, tmp_path: Path) -> None:
+def test_one_study_export_and_conflicts(db: Database, tmp_path: Path, clean_audit: None) -> None:
     """Runs on both backends: one study out of the shared DB, into a fresh SQLite file."""
     a, _b = populate(db)
     dump_file = tmp_path / "one.jsonl"
@@ -159,7 +159,7 @@ def test_one_study_export_and_conflicts(db: Database, tmp_path: Path) -> None:
     assert run_cli("export", "--study", "st_" + "0" * 24, "--database-url", db.url) == 2
 
 
-def test_malformed_files_are_refused_with_the_line(db: Database) -> None:
+def test_malformed_files_are_refused_with_the_line(db: Database, clean_audit: None) -> None:
     header = json.dumps({"kind": export.DUMP_FORMAT, "version": 1}) + "\n"
     cases = [
         ([], "empty file"),

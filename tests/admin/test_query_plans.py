@@ -82,7 +82,7 @@ def seed(db: Database, studies: int, per_study: int) -> list[str]:
 def big_pg(pg_url: str) -> Iterator[tuple[Database, list[str]]]:
     db = Database(pg_url)
     upgrade_to_head(db.engine)
-    study_ids = seed(db, studies=40, per_study=1000)
+    study_ids = seed(db, studies=20, per_study=500)
     with db.engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").execute(
             text("ANALYZE trials; ANALYZE studies")

@@ -348,7 +348,8 @@ def family_page(request: Request, family: str) -> Response:
         value = objective_value(s.config.objective, found[0].result) if found else None
         proxy = (s.config.scale or {}).get("proxy")
         rows.append({"study": s, "progress": _progress(s), "best": value, "proxy": proxy})
-    return _page(request, "family.html", current, family=family, rows=rows)
+    ladder = scaling.family_ladder(db, current.principal, family)
+    return _page(request, "family.html", current, family=family, rows=rows, ladder=ladder)
 
 
 @router.get("/workers")

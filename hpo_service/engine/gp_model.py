@@ -311,8 +311,8 @@ def fit_gp(
         hypers = entry.hypers
     else:
         # A fit warm-started from much less data may sit in a stale optimum: refit from the
-        # defaults as well when the data grew by half, or while fits are cheap.
-        cold_too = entry is not None and (n <= 64 or n >= 1.5 * entry.n)
+        # defaults as well when the data grew by half since the cached fit.
+        cold_too = entry is not None and n >= 1.5 * entry.n
         hypers = tuple(
             _fit_output(
                 train_x, y_std[:, i], entry.hypers[i] if entry is not None else None, cold_too

@@ -54,3 +54,15 @@ def test_ladder_with_no_data(client: HPOClient, outsider: HPOClient) -> None:
         _rung(client, "mine", width, 0.01)
     report = outsider.request("GET", "/v1/families/mine/ladder")
     assert report["studies"] == []
+
+
+def test_family_page_shows_the_ladder_verdicts(client: HPOClient, app_client, keys) -> None:
+    from tests.dashboard.conftest import login
+
+    for width in (64, 128, 256, 512):
+        _rung(client, "ui-good", width, 0.01 * 64 / width)
+    login(app_client, keys.client)
+    page = app_client.get("/ui/families/ui-good").text
+    table = page.split('id="ladder"')[1]
+    assert "lr.hidden" in table
+    assert "verdict-transfers" in table

@@ -125,3 +125,15 @@ def test_grid_lists_small_discrete_parameters_only() -> None:
     assert enc.grid("big") is None
     np.testing.assert_allclose(enc.grid("i"), [0.125, 0.375, 0.625, 0.875])
     np.testing.assert_allclose(enc.grid("o"), [0.0, 0.5, 1.0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(space_and_assignment(), min_size=1, max_size=1), st.integers(0, 2**32 - 1))
+def test_encode_many_matches_encode(cases: list[tuple[SearchSpace, Params]], seed: int) -> None:
+    space, _ = cases[0]
+    enc = SpaceEncoder(space)
+    xs = np.random.default_rng(seed).random((8, enc.dim))
+    assignments = enc.decode_many(xs)
+    np.testing.assert_allclose(
+        enc.encode_many(assignments), np.stack([enc.encode(a) for a in assignments]), atol=1e-12
+    )

@@ -354,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
     parser.add_argument("--out", default=str(RESULTS / "optimizers.json"))
     parser.add_argument("--fresh", action="store_true", help="ignore earlier results in --out")
+    parser.add_argument(
+        "--report-only", action="store_true", help="only print and plot what --out already holds"
+    )
     args = parser.parse_args(argv)
     budgets = sorted(int(b) for b in args.budgets.split(","))
     out = Path(args.out)
@@ -368,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in args.problems.split(",")
         for s in range(args.seeds)
         for m in args.methods.split(",")
-        if (p, m, s) not in done
+        if (p, m, s) not in done and not args.report_only
     ]
     print(f"{len(tasks)} runs to do ({len(done)} reused), budget {budgets[-1]}", flush=True)
     start = time.perf_counter()

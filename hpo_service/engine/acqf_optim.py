@@ -271,7 +271,9 @@ def _continuous_step(
         jac=True,
         method="L-BFGS-B",
         bounds=bounds,
-        options={"maxiter": maxiter, "gtol": 1e-5},
+        # ftol=0: the objective is a sum over restarts, and a relative-decrease test on
+        # the sum stops while restarts far from the incumbent (small values) still climb.
+        options={"maxiter": maxiter, "gtol": 1e-5, "ftol": 0.0},
     )
     moved = xs.copy()
     moved[..., free] = np.asarray(res.x, dtype=np.float64).reshape(*xs.shape[:2], len(free)) * s

@@ -238,7 +238,11 @@ class GPDesigner:
             x, to_tensor(data.y[keep]), cache=self.options.cache, cache_key=self._cache_key()
         )
         pending_x = self._pending_x()
-        acqf, name = self._acquisition(model, x, data, keep, pending_x, seed, count)
+        # BoTorch prunes the baseline with an unseeded sampler (it draws a seed from
+        # torch's global generator); a forked, seeded generator makes that reproducible.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            acqf, name = self._acquisition(model, x, data, keep, pending_x, seed, count)
         top = np.argsort(scores, kind="stable")[:5]
         lengthscales = hypers[0].lengthscales
         found = maximize_acqf(

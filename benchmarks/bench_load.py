@@ -190,6 +190,47 @@ async def run_workers(
     return lat
 
 
+async def run_hammer(
+    base: str, key: str, sid: str, n: int, seconds: float, endpoint: str
+) -> dict[str, list[float]]:
+    """Each client leases one trial, then only reports (or heartbeats) on it, closed loop.
+
+    This is the like-for-like comparison with the bare insert endpoint: one small write
+    per request, nothing else in the loop.
+    """
+    lat: dict[str, list[float]] = defaultdict(list)
+    headers = {"Authorization": f"Bearer {key}"}
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60, limits=limits) as http:
+        leased = []
+        for i in range(n):
+            r = await http.post(
+                f"/v1/studies/{sid}/suggestions", json={"worker_id": f"h{i}", "count": 1}
+            )
+            leased.append(r.json()["trials"][0]["id"])
+        end = time.perf_counter() + seconds
+
+        async def client(i: int) -> None:
+            step = 0
+            while time.perf_counter() < end:
+                step += 1
+                if endpoint == "report":
+                    path, body = (
+                        f"/v1/trials/{leased[i]}/measurements",
+                        {"worker_id": f"h{i}", "step": step, "metrics": {"loss": 1.0}},
+                    )
+                else:
+                    path, body = f"/v1/trials/{leased[i]}/heartbeat", {"worker_id": f"h{i}"}
+                t0 = time.perf_counter()
+                r = await http.post(path, json=body)
+                lat[endpoint].append(time.perf_counter() - t0)
+                if r.status_code >= 400:
+                    lat["errors"].append(1.0)
+
+        await asyncio.gather(*(client(i) for i in range(n)))
+    return lat
+
+
 async def run_bare(base: str, n: int, seconds: float) -> dict[str, list[float]]:
     lat: dict[str, list[float]] = defaultdict(list)
     end = time.perf_counter() + seconds
@@ -253,10 +294,14 @@ def one_config(
                     timeout=60,
                 )
                 sid = r.json()["id"]
-                svc = summarise(
-                    asyncio.run(run_workers(f"http://127.0.0.1:{port}", key, sid, n, seconds)),
-                    seconds,
-                )
+                base_url = f"http://127.0.0.1:{port}"
+                svc = summarise(asyncio.run(run_workers(base_url, key, sid, n, seconds)), seconds)
+                for ep in ("report", "heartbeat"):
+                    hammer = summarise(
+                        asyncio.run(run_hammer(base_url, key, sid, n, seconds, ep)), seconds
+                    )
+                    svc[f"{ep}_only"] = hammer[ep]
+                    svc["errors"]["n"] += hammer["errors"]["n"]
                 base = summarise(
                     asyncio.run(run_bare(f"http://127.0.0.1:{bare_port}", n, seconds)), seconds
                 )["insert"]
@@ -269,15 +314,11 @@ def one_config(
                     "bare_insert": base,
                 }
                 for ep in ("report", "heartbeat"):
-                    if ep in svc:
-                        row[f"{ep}_rps_ratio"] = (
-                            svc[ep]["rps"] / base["rps"] if base["rps"] else float("nan")
-                        )
-                        row[f"{ep}_p99_ratio"] = (
-                            svc[ep]["p99_ms"] / base["p99_ms"] if base["p99_ms"] else float("nan")
-                        )
+                    only = svc[f"{ep}_only"]
+                    row[f"{ep}_rps_ratio"] = only["rps"] / base["rps"]
+                    row[f"{ep}_p99_ratio"] = only["p99_ms"] / base["p99_ms"]
                 rows.append(row)
-                rep = svc.get("report", {"rps": 0.0, "p50_ms": 0.0, "p99_ms": 0.0})
+                rep = svc["report_only"]
                 print(
                     f"  {backend:8s} procs={workers} N={n:3d} {algorithm:6s} "
                     f"report {rep['rps']:7.0f} rps p50 {rep['p50_ms']:6.1f} "

@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 __all__ = ["Database", "normalize_url"]
 
@@ -48,10 +47,14 @@ class Database:
             return create_engine(
                 self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
+        # Pooled connections: opening one runs the pragmas below, and closing the last
+        # connection to a WAL database checkpoints it; both cost more than a small write.
         engine = create_engine(
             self.url,
             connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
-            poolclass=NullPool if ":memory:" not in self.url else None,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=False,
         )
 
         @event.listens_for(engine, "connect")

@@ -190,6 +190,8 @@ def _apply_stopping(repo: TrialRepository, row: TrialRow, study: StudyRow) -> No
     The decision is a pure function of every trial's measurements, made inside the
     report's transaction so the worker learns it in the same response.
     """
+    if study.stopping is None:
+        return
     config = study_config(study)
     policy = validate_stopping(config.stopping)
     if policy is None:

@@ -155,3 +155,16 @@ def test_workers_cannot_preview(worker: HPOClient) -> None:
     with pytest.raises(ProblemError) as err:
         worker.request("POST", "/v1/families/mlp/region:preview", json={"space": SPACE})
     assert err.value.status == 403
+
+
+def test_dashboard_study_page_shows_the_learned_region(
+    client: HPOClient, app_client, keys
+) -> None:
+    from tests.dashboard.conftest import login
+
+    seed_family(client)
+    target = client.create_study(body(name="target", transfer={"method": "box", "top_k": 3}))
+    login(app_client, keys.client)
+    page = app_client.get(f"/ui/studies/{target['id']}").text
+    region = page.split('id="region"')[1]
+    assert "lr" in region and "width" in region

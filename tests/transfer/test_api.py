@@ -167,4 +167,5 @@ def test_dashboard_study_page_shows_the_learned_region(
     login(app_client, keys.client)
     page = app_client.get(f"/ui/studies/{target['id']}").text
     region = page.split('id="region"')[1]
-    assert "lr" in region and "width" in region
+    assert "lr" in region
+    assert "width" in region

@@ -65,14 +65,7 @@ class BodyGuardMiddleware:
         limit = self.settings.max_body_bytes
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            await self._problem(
-                scope,
-                send,
-                413,
-                "payload-too-large",
-                "Payload too large",
-                f"request body exceeds {limit} bytes",
-            )
+            await self._too_large(scope, send, limit)
             return
         body = bytearray()
         more = True
@@ -83,14 +76,7 @@ class BodyGuardMiddleware:
             body.extend(message.get("body", b""))
             more = message.get("more_body", False)
             if len(body) > limit:
-                await self._problem(
-                    scope,
-                    send,
-                    413,
-                    "payload-too-large",
-                    "Payload too large",
-                    f"request body exceeds {limit} bytes",
-                )
+                await self._too_large(scope, send, limit)
                 return
         data = bytes(body)
         if json_depth(data) > self.settings.max_json_depth:
@@ -190,6 +176,17 @@ class BodyGuardMiddleware:
                 await to_thread.run_sync(
                     lambda: idempotency.abandon(self.db, scope=scope_id, key=key)
                 )
+
+    @classmethod
+    async def _too_large(cls, scope: Scope, send: Send, limit: int) -> None:
+        await cls._problem(
+            scope,
+            send,
+            413,
+            "payload-too-large",
+            "Payload too large",
+            f"request body exceeds {limit} bytes",
+        )
 
     @staticmethod
     async def _problem(

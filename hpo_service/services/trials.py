@@ -133,6 +133,14 @@ def _replay_or_conflict(row: TrialRow, state: TrialState, digest: str) -> bool:
     return False
 
 
+def _finish(row: TrialRow, state: TrialState, error: str, now: datetime) -> None:
+    """End the trial in a terminal state without a result; the lease ends with it."""
+    row.state = state.value
+    row.error = error
+    row.finished_at = now
+    row.lease_expires_at = None
+
+
 def _read(repo: TrialRepository, row: TrialRow) -> Trial:
     return to_trial(row, repo.measurements([row.id])[row.id])
 
@@ -265,10 +273,7 @@ def fail_trial(
         if retry:
             requeue_or_fail(row, study.max_attempts, now, error)
         else:
-            row.state = TrialState.FAILED.value
-            row.error = error
-            row.finished_at = now
-            row.lease_expires_at = None
+            _finish(row, TrialState.FAILED, error, now)
         if row.state == TrialState.FAILED.value:
             row.finish_digest = digest
         session.flush()
@@ -287,10 +292,7 @@ def mark_infeasible(
         if _replay_or_conflict(row, TrialState.INFEASIBLE, digest):
             return _read(repo, row)
         _held(row, worker_id)
-        row.state = TrialState.INFEASIBLE.value
-        row.error = reason
-        row.finished_at = now
-        row.lease_expires_at = None
+        _finish(row, TrialState.INFEASIBLE, reason, now)
         row.finish_digest = digest
         session.flush()
         return _read(repo, row)

@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, Select, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from hpo_service.db.models import ApiKeyRow, MeasurementRow, StudyRow, TrialRow
+from hpo_service.db.repositories.trials import TrialRepository
 from hpo_service.domain import TrialState
 
 __all__ = [
@@ -148,18 +149,8 @@ class AdminRepository:
         return [TrialWithStudy(r[0], r[1], r[2], r[3]) for r in self.session.execute(stmt)]
 
     def measurements(self, trial_ids: Sequence[str]) -> dict[str, list[MeasurementRow]]:
-        """Measurements of many trials in one query, each list in report order."""
-        out: dict[str, list[MeasurementRow]] = {tid: [] for tid in trial_ids}
-        if not trial_ids:
-            return out
-        stmt = (
-            select(MeasurementRow)
-            .where(MeasurementRow.trial_id.in_(trial_ids))
-            .order_by(MeasurementRow.trial_id, MeasurementRow.id)
-        )
-        for m in self.session.scalars(stmt):
-            out[m.trial_id].append(m)
-        return out
+        """Measurements of many trials in one query (the trial repository's query)."""
+        return TrialRepository(self.session).measurements(trial_ids)
 
     def stream(self, flt: TrialFilter, *, chunk: int) -> Iterator[list[TrialWithStudy]]:
         """Every matching trial in (study, number) order, ``chunk`` rows at a time.

@@ -22,7 +22,6 @@ trial is left unfinished (checked through the study's ``trial_counts``), or on a
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import random
 import socket
@@ -30,9 +29,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -51,6 +48,10 @@ from hpo_service.client.command import (
     trial_environment,
 )
 from hpo_service.client.errors import ProblemError
+from hpo_service.client.heartbeat import HeartbeatThread
+from hpo_service.client.reporter import MeasurementReporter
+from hpo_service.client.trial_run import Outcome, TrialRun, finite_metrics, judge_result
+from hpo_service.client.worker_config import WorkerConfig
 
 __all__ = ["ConfigError", "Sink", "Worker", "WorkerConfig", "default_worker_id"]
 
@@ -77,138 +78,6 @@ class ConfigError(Exception):
 def default_worker_id() -> str:
     """``<host>-<pid>``: unique per process; pass ``--worker-id`` to resume after a restart."""
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """Everything a worker needs; the CLI fills it from its flags.
-
-    Attributes:
-        server: base URL of the service.
-        key: API key (role worker or above).
-        study_id: the study to work on.
-        worker_id: lease holder id (``.<slot>`` is appended when ``parallel`` > 1).
-        command: the command line to run per trial (command mode).
-        proxy: a built-in proxy name (proxy mode), instead of ``command``.
-        parallel: number of slots.
-        heartbeat_seconds: the longest interval between heartbeats; shortened to a third of
-            the lease the service actually granted.
-        timeout: seconds a trial may run before it is killed and failed.
-        kill_grace: seconds between SIGTERM and SIGKILL when stopping a command.
-        poll_min: first sleep when there is no work.
-        poll_max: longest sleep when there is no work.
-        retry_deadline: how long to retry a call while the service is unreachable.
-        retry_failures: a failed run asks the service to requeue the trial (``retry``);
-            the service counts attempts and gives up after the study's ``max_attempts``.
-        finish_on_signal: the first SIGTERM/SIGINT lets running trials finish.
-        proxy_max_steps: cap on a proxy's training steps.
-        echo: pass the command's stdout/stderr through.
-        http_timeout: seconds per HTTP request.
-    """
-
-    server: str
-    key: str
-    study_id: str
-    worker_id: str
-    command: tuple[str, ...] = ()
-    proxy: str | None = None
-    parallel: int = 1
-    heartbeat_seconds: float = 30.0
-    timeout: float | None = None
-    kill_grace: float = 10.0
-    poll_min: float = 0.5
-    poll_max: float = 15.0
-    retry_deadline: float = 3600.0
-    retry_failures: bool = True
-    finish_on_signal: bool = False
-    proxy_max_steps: int | None = None
-    echo: bool = False
-    http_timeout: float = 30.0
-
-
-@dataclass
-class Outcome:
-    """What to tell the service about a trial once its work is over.
-
-    Attributes:
-        action: ``complete`` | ``fail`` | ``infeasible`` | ``release`` | ``none``.
-        metrics: the result (complete).
-        cost: the cost (complete).
-        reason: the error or reason text (fail, infeasible, release).
-        retry: requeue the trial (fail).
-    """
-
-    action: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    cost: dict[str, Any] = field(default_factory=dict)
-    reason: str = ""
-    retry: bool = False
-
-
-class TrialRun:
-    """The live state of one leased trial, shared by the slot, heartbeat and reporters."""
-
-    def __init__(self, trial: JSON, slot: int, worker_id: str) -> None:
-        self.trial = trial
-        self.id = str(trial["id"])
-        self.slot = slot
-        self.worker_id = worker_id
-        self.stop = threading.Event()
-        self.why: str | None = None  # should_stop | lease_lost | shutdown | timeout
-        self.started = time.monotonic()
-        self.step: int | None = None
-        self.total_steps: int | None = None
-        self.reporter: _Reporter | None = None
-        self._lock = threading.Lock()
-
-    def interrupt(self, why: str) -> None:
-        """Ask the work to stop; the first reason wins (a lost lease trumps the rest)."""
-        with self._lock:
-            if self.why is None or why == "lease_lost":
-                self.why = why
-        self.stop.set()
-
-    def eta(self) -> float | None:
-        """Seconds left, from the pace so far, when the run says how long it is."""
-        if not self.step or not self.total_steps or self.total_steps <= self.step:
-            return None
-        elapsed = time.monotonic() - self.started
-        return elapsed / self.step * (self.total_steps - self.step)
-
-
-def _objectives(study: JSON) -> list[str]:
-    names = [str(study["objective"]["metric"])]
-    for extra in study.get("objectives") or []:
-        if extra["metric"] not in names:
-            names.append(str(extra["metric"]))
-    return names
-
-
-def _finite(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if math.isfinite(v)}
-
-
-def judge_result(
-    study: JSON, metrics: dict[str, float], cost: dict[str, Any], *, partial: bool
-) -> Outcome:
-    """Turn a run's metrics into complete / infeasible / fail.
-
-    A non-finite objective means the point diverged (infeasible: the optimiser should
-    learn to avoid it); a missing objective is a broken run (failed, not retried, since
-    the same command would miss it again). Other non-finite metrics are dropped, because
-    the service accepts only finite numbers and they are not what is being optimised.
-    """
-    objectives = _objectives(study)
-    missing = [m for m in objectives if m not in metrics]
-    if missing:
-        when = "stopped early before it reported" if partial else "finished without reporting"
-        return Outcome("fail", reason=f"the run {when} {', '.join(missing)}; got {metrics}")
-    bad = [m for m in objectives if not math.isfinite(metrics[m])]
-    if bad:
-        return Outcome("infeasible", reason=", ".join(f"{m}={metrics[m]}" for m in bad))
-    return Outcome("complete", metrics=_finite(metrics), cost=cost)
-
-
 class Worker:
     """Runs trials of one study until there is no more work or it is told to stop."""
 
@@ -256,7 +125,7 @@ class Worker:
             base=0.5, factor=2.0, cap=10.0, deadline=deadline or self.config.retry_deadline
         )
 
-    def _call(
+    def call(
         self, op: str, fn: Callable[[], T], *, slot: int | None = None,
         policy: Backoff | None = None, stop: threading.Event | None = None, quiet: bool = False,
     ) -> T:
@@ -283,7 +152,7 @@ class Worker:
             raise ConfigError("--parallel must be at least 1")
         with self._client_factory() as client:
             try:
-                self._study = self._call(
+                self._study = self.call(
                     "get_study", lambda: client.get_study(cfg.study_id), stop=self._stop_leasing
                 )
             except ProblemError as exc:
@@ -347,7 +216,7 @@ class Worker:
         idle = 0
         while not self._stop_leasing.is_set():
             try:
-                leased = self._call(
+                leased = self.call(
                     "suggest", lambda: client.suggest(self.config.study_id, worker_id, 1),
                     slot=slot, stop=self._stop_leasing,
                 )
@@ -376,7 +245,7 @@ class Worker:
     def _no_more_work(self, client: HPOClient, slot: int) -> bool:
         """The exit rule of API.md: study completed, or max_trials reached and all finished."""
         try:
-            study = self._call(
+            study = self.call(
                 "get_study", lambda: client.get_study(self.config.study_id),
                 slot=slot, stop=self._stop_leasing,
             )
@@ -416,9 +285,9 @@ class Worker:
             "trial.start", slot, trial=run.id, number=trial.get("number"),
             attempt=trial.get("attempt"), params=trial.get("params"),
         )
-        beat = _Heartbeat(self, client, run, self._heartbeat_interval(trial))
+        beat = HeartbeatThread(self, client, run, self._heartbeat_interval(trial))
         beat.start()
-        run.reporter = _Reporter(self, client, run)
+        run.reporter = MeasurementReporter(self, client, run)
         run.reporter.start()
         try:
             if self.config.proxy:
@@ -463,7 +332,7 @@ class Worker:
                  elapsed: float | None) -> None:
         """Show a measurement now and queue it for the service (never blocks training)."""
         run.step = step
-        clean = _finite(metrics)
+        clean = finite_metrics(metrics)
         self.sink.emit(
             "trial.step", run.slot, trial=run.id, number=run.trial.get("number"), step=step,
             total=run.total_steps, metric=self._study_metric(clean), eta=run.eta(),
@@ -471,7 +340,7 @@ class Worker:
         if clean and run.reporter is not None:
             run.reporter.put((step, clean, elapsed))
 
-    def _send_measurement(self, client: HPOClient, run: TrialRun, step: int,
+    def send_measurement(self, client: HPOClient, run: TrialRun, step: int,
                           clean: dict[str, float], elapsed: float | None,
                           stop: threading.Event, *, offline: bool) -> bool:
         """Post one measurement; relay ``should_stop``; return whether it got through.
@@ -484,7 +353,7 @@ class Worker:
         policy = (Backoff(max_attempts=1) if offline
                   else Backoff(base=0.2, cap=2.0, deadline=15.0))
         try:
-            stop_now = self._call(
+            stop_now = self.call(
                 "report",
                 lambda: client.report(run.id, run.worker_id, step, clean, elapsed),
                 slot=run.slot, policy=policy, stop=stop, quiet=True,
@@ -614,7 +483,7 @@ class Worker:
                 return client.request("POST", f"/v1/trials/{tid}/fail", json=fbody,
                                       idempotency_key=key)
         try:
-            answer = self._call(outcome.action, fn, slot=slot)
+            answer = self.call(outcome.action, fn, slot=slot)
         except GiveUpError as exc:
             self._errors.append(f"trial {tid}: {outcome.action} never reached the service")
             self.sink.emit("trial.undelivered", slot, trial=tid, action=outcome.action,
@@ -634,99 +503,6 @@ class Worker:
             reason=outcome.reason.splitlines()[0][:200] if outcome.reason else None,
             seconds=round(time.monotonic() - run.started, 2),
         )
-
-
-class _Heartbeat(threading.Thread):
-    """Keeps one trial's lease alive and relays ``should_stop`` / a lost lease."""
-
-    def __init__(self, worker: Worker, client: HPOClient, run: TrialRun, interval: float) -> None:
-        super().__init__(name=f"heartbeat-{run.id}", daemon=True)
-        self.worker = worker
-        self.client = client
-        self.run_ = run
-        self.interval = interval
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        run = self.run_
-        failing = False
-        while not self.done.wait(self.interval):
-            try:
-                answer = self.worker._call(
-                    "heartbeat", lambda: self.client.heartbeat(run.id, run.worker_id),
-                    slot=run.slot, stop=self.done,
-                    policy=Backoff(base=0.1, cap=1.0, deadline=max(0.5, self.interval)),
-                    quiet=True,
-                )
-            except GiveUpError as exc:
-                # Try again next interval: the lease may still be alive. Say so once.
-                if not failing:
-                    self.worker.sink.emit("warn", run.slot, trial=run.id,
-                                          error=f"heartbeat failing: {exc.last}"[:200])
-                failing = True
-                continue
-            except ProblemError as exc:
-                if exc.status in (404, 409):
-                    self.worker.sink.emit("trial.lease_lost", run.slot, trial=run.id,
-                                          error=exc.detail[:200])
-                    run.interrupt("lease_lost")
-                    return
-                continue
-            if failing:
-                self.worker.sink.emit("trial.heartbeat_ok", run.slot, trial=run.id)
-                failing = False
-            if answer.get("should_stop") and run.why is None:
-                self.worker.sink.emit("trial.should_stop", run.slot, trial=run.id)
-                run.interrupt("should_stop")
-
-
-class _Reporter(threading.Thread):
-    """Posts one trial's measurements in order, off the training/reading thread.
-
-    While the service is unreachable the backlog grows up to ``MAX_BACKLOG`` (oldest
-    dropped first) instead of stalling the child on a full stdout pipe.
-    """
-
-    MAX_BACKLOG = 1000
-
-    def __init__(self, worker: Worker, client: HPOClient, run: TrialRun) -> None:
-        super().__init__(name=f"reporter-{run.id}", daemon=True)
-        self.worker = worker
-        self.client = client
-        self.run_ = run
-        self.abandon = threading.Event()
-        self._items: deque[tuple[int, dict[str, float], float | None] | None] = deque()
-        self._ready = threading.Condition()
-
-    def put(self, item: tuple[int, dict[str, float], float | None] | None) -> None:
-        """Queue a measurement (None: no more will come)."""
-        with self._ready:
-            if item is not None and len(self._items) >= self.MAX_BACKLOG:
-                self._items.popleft()
-            self._items.append(item)
-            self._ready.notify()
-
-    def run(self) -> None:
-        offline = False
-        while True:
-            with self._ready:
-                while not self._items:
-                    self._ready.wait()
-                item = self._items.popleft()
-            if item is None or self.abandon.is_set():
-                return
-            step, metrics, elapsed = item
-            offline = not self.worker._send_measurement(
-                self.client, self.run_, step, metrics, elapsed, self.abandon, offline=offline
-            )
-
-    def close(self, timeout: float) -> None:
-        """Send what is queued (for up to ``timeout`` seconds), then drop the rest."""
-        self.put(None)
-        self.join(timeout)
-        if self.is_alive():
-            self.abandon.set()
-            self.join(5.0)
 
 
 def _load_proxy(name: str) -> Callable[..., Any]:

@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any, TextIO
 
-from hpo_service.client.worker import Sink, Worker, WorkerConfig, default_worker_id
+from hpo_service.client.worker import Sink, Worker, default_worker_id
+from hpo_service.client.worker_config import WorkerConfig
 
 __all__ = ["JsonSink", "KeyValueSink", "RichSink", "add_worker_parser", "cmd_worker", "main"]
 

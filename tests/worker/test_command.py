@@ -24,7 +24,7 @@ from hpo_service.client.command import (
     substitute,
     trial_environment,
 )
-from hpo_service.client.worker import judge_result
+from hpo_service.client.trial_run import judge_result
 
 
 # Placeholders ---------------------------------------------------------------------------

@@ -59,6 +59,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Migrate, make sure an admin key exists, then run uvicorn."""
     import uvicorn
 
+    from hpo_service.api.serving import NoDelayHTTPProtocol
+
     settings = _settings(args)
     if args.host:
         settings.host = args.host
@@ -82,12 +84,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level,
+            http=NoDelayHTTPProtocol,
         )
         return 0
     from hpo_service.api.app import create_app
 
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        http=NoDelayHTTPProtocol,
     )
     return 0
 

@@ -16,9 +16,21 @@ from hpo_service.db.models import TrialRow
 from hpo_service.db.repositories import TrialRepository
 from hpo_service.domain import TrialState
 
-__all__ = ["extend", "grant", "reclaim_expired", "reclaim_in_session", "requeue_or_fail"]
+__all__ = [
+    "extend",
+    "grant",
+    "lease_end",
+    "reclaim_expired",
+    "reclaim_in_session",
+    "requeue_or_fail",
+]
 
 log = logging.getLogger(__name__)
+
+
+def lease_end(now: datetime, lease_seconds: float) -> datetime:
+    """When a lease granted or extended at ``now`` runs out."""
+    return now + timedelta(seconds=lease_seconds)
 
 
 def grant(row: TrialRow, worker_id: str, now: datetime, lease_seconds: float) -> None:
@@ -26,14 +38,14 @@ def grant(row: TrialRow, worker_id: str, now: datetime, lease_seconds: float) ->
     row.state = TrialState.ACTIVE.value
     row.worker_id = worker_id
     row.attempt = max(row.attempt, 1)
-    row.lease_expires_at = now + timedelta(seconds=lease_seconds)
+    row.lease_expires_at = lease_end(now, lease_seconds)
     if row.started_at is None:
         row.started_at = now
 
 
 def extend(row: TrialRow, now: datetime, lease_seconds: float) -> None:
     """Push the lease of a trial its worker is still working on."""
-    row.lease_expires_at = now + timedelta(seconds=lease_seconds)
+    row.lease_expires_at = lease_end(now, lease_seconds)
 
 
 def requeue_or_fail(row: TrialRow, max_attempts: int, now: datetime, reason: str) -> None:

@@ -13,13 +13,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from hpo_service.db.database import Database
-from hpo_service.db.ids import new_id
+from hpo_service.db.ids import is_wellformed, new_id
 from hpo_service.db.mapping import study_config, to_trial
-from hpo_service.db.models import MeasurementRow, StudyRow, TrialRow
+from hpo_service.db.models import StudyRow, TrialRow
 from hpo_service.db.repositories import TrialRepository
+from hpo_service.db.repositories.trials import LeaseView
 from hpo_service.domain import (
     LEASED_STATES,
     Objective,
@@ -35,10 +36,11 @@ from hpo_service.errors import (
     CompletionConflictError,
     FieldError,
     InvalidInputError,
+    TrialNotFoundError,
     TrialNotLeasedError,
 )
 from hpo_service.services.access import require_role, visible_study, visible_trial
-from hpo_service.services.leases import extend, requeue_or_fail
+from hpo_service.services.leases import lease_end, requeue_or_fail
 from hpo_service.services.pagination import Page, decode_token, encode_token
 
 __all__ = [
@@ -106,7 +108,20 @@ def _require_objective(
     return value
 
 
-def _held(row: TrialRow, worker_id: str) -> None:
+class _Leased(Protocol):
+    """What ``_held`` reads: an ORM trial row or a ``LeaseView``."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def worker_id(self) -> str | None: ...
+
+
+def _held(row: _Leased, worker_id: str) -> None:
     """Raise unless ``worker_id`` holds the trial's lease."""
     if row.state not in LEASED_STATES or row.worker_id != worker_id:
         raise TrialNotLeasedError(
@@ -145,6 +160,16 @@ def _read(repo: TrialRepository, row: TrialRow) -> Trial:
     return to_trial(row, repo.measurements([row.id])[row.id])
 
 
+def _lease(repo: TrialRepository, principal: Principal, trial_id: str) -> LeaseView:
+    """The trial's lease columns, row locked, if the caller may see it (else 404)."""
+    if not is_wellformed(trial_id):
+        raise TrialNotFoundError(trial_id)
+    view = repo.lease_view(trial_id)
+    if view is None or not principal.can_see(view.tenant):
+        raise TrialNotFoundError(trial_id)
+    return view
+
+
 def heartbeat(
     db: Database,
     principal: Principal,
@@ -154,14 +179,19 @@ def heartbeat(
     now: datetime,
     lease_seconds: float,
 ) -> HeartbeatResult:
-    """Extend the lease of a trial the worker still runs."""
+    """Extend the lease of a trial the worker still runs.
+
+    The hot path of every worker, so it reads a few columns and writes one UPDATE
+    instead of loading ORM rows (same checks, same row lock as every other state change).
+    """
     require_role(principal, Role.WORKER)
     with db.write() as session:
-        row, _study = visible_trial(session, principal, trial_id, lock=True)
-        _held(row, worker_id)
-        extend(row, now, lease_seconds)
-        assert row.lease_expires_at is not None
-        return HeartbeatResult(row.lease_expires_at, row.state == TrialState.STOPPING.value)
+        repo = TrialRepository(session)
+        view = _lease(repo, principal, trial_id)
+        _held(view, worker_id)
+        expires = lease_end(now, lease_seconds)
+        repo.set_lease_expiry(view.id, expires)
+        return HeartbeatResult(expires, view.state == TrialState.STOPPING.value)
 
 
 def report_measurement(
@@ -176,19 +206,23 @@ def report_measurement(
     now: datetime,
     lease_seconds: float,
 ) -> bool:
-    """Store an intermediate measurement, extend the lease; return ``should_stop``."""
+    """Store an intermediate measurement, extend the lease; return ``should_stop``.
+
+    Like ``heartbeat``, a few columns and two plain statements; the ORM rows are loaded
+    only when the study has a stopping policy to evaluate.
+    """
     require_role(principal, Role.WORKER)
     clean = _check_metrics(metrics, ("body", "metrics"))
     with db.write() as session:
-        row, study = visible_trial(session, principal, trial_id, lock=True)
-        _held(row, worker_id)
         repo = TrialRepository(session)
-        repo.add_measurement(
-            MeasurementRow(trial_id=row.id, step=step, metrics=clean, elapsed_s=elapsed_s, at=now)
-        )
-        extend(row, now, lease_seconds)
-        if row.state == TrialState.ACTIVE.value:
-            _apply_stopping(repo, row, study)
+        view = _lease(repo, principal, trial_id)
+        _held(view, worker_id)
+        repo.insert_measurement(view.id, step=step, metrics=clean, elapsed_s=elapsed_s, at=now)
+        repo.set_lease_expiry(view.id, lease_end(now, lease_seconds))
+        if view.state != TrialState.ACTIVE.value or not view.has_stopping:
+            return view.state == TrialState.STOPPING.value
+        row, study = visible_trial(session, principal, trial_id, lock=True)
+        _apply_stopping(repo, row, study)
         return row.state == TrialState.STOPPING.value
 
 

@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, Table, func, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from hpo_service.db.models import MeasurementRow, StudyRow, TrialRow
 from hpo_service.domain import TrialSource, TrialState
 
-__all__ = ["TrialRepository"]
+__all__ = ["LeaseView", "TrialRepository"]
 
 _LEASED = (TrialState.ACTIVE.value, TrialState.STOPPING.value)
+_TRIALS = cast(Table, TrialRow.__table__)
+_MEASUREMENTS = cast(Table, MeasurementRow.__table__)
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    """What a heartbeat or report needs to know about a trial: no ORM object, no params.
+
+    Loading the full ORM row (JSON params, result, metadata) and letting the unit of
+    work diff it costs more CPU than the heartbeat's whole write; these few columns
+    settle lease ownership, tenant visibility and whether a stopping policy applies.
+    """
+
+    id: str
+    state: str
+    worker_id: str | None
+    tenant: str
+    has_stopping: bool
 
 
 class TrialRepository:
@@ -39,6 +59,45 @@ class TrialRepository:
             stmt = stmt.with_for_update(of=TrialRow)
         row = self.session.execute(stmt).one_or_none()
         return None if row is None else (row[0], row[1])
+
+    def lease_view(self, trial_id: str) -> LeaseView | None:
+        """The lease-relevant columns of a trial, its row locked until the transaction ends."""
+        stmt = (
+            select(
+                TrialRow.id,
+                TrialRow.state,
+                TrialRow.worker_id,
+                StudyRow.tenant,
+                StudyRow.stopping.is_not(None),
+            )
+            .join(StudyRow, StudyRow.id == TrialRow.study_id)
+            .where(TrialRow.id == trial_id)
+            .with_for_update(of=TrialRow)
+        )
+        row = self.session.execute(stmt).one_or_none()
+        return None if row is None else LeaseView(row[0], row[1], row[2], row[3], bool(row[4]))
+
+    def set_lease_expiry(self, trial_id: str, expires_at: datetime) -> None:
+        """Move a trial's lease end (the caller holds the row lock from ``lease_view``)."""
+        self.session.execute(
+            update(_TRIALS).where(_TRIALS.c.id == trial_id).values(lease_expires_at=expires_at)
+        )
+
+    def insert_measurement(
+        self,
+        trial_id: str,
+        *,
+        step: int,
+        metrics: dict[str, Any],
+        elapsed_s: float | None,
+        at: datetime,
+    ) -> None:
+        """Append an intermediate measurement with one INSERT, bypassing the unit of work."""
+        self.session.execute(
+            insert(_MEASUREMENTS).values(
+                trial_id=trial_id, step=step, metrics=metrics, elapsed_s=elapsed_s, at=at
+            )
+        )
 
     def measurements(self, trial_ids: Sequence[str]) -> dict[str, list[MeasurementRow]]:
         """Measurements of several trials in one query, each list in report order."""

@@ -94,7 +94,6 @@ class TrialRow(Base):
     __table_args__ = (
         UniqueConstraint("study_id", "number", name="uq_trials_study_number"),
         Index("ix_trials_study_state", "study_id", "state", "number"),
-        Index("ix_trials_state_lease", "state", "lease_expires_at"),
         Index("ix_trials_study_value", "study_id", "value"),
         Index("ix_trials_worker", "worker_id", "state"),
     )

@@ -32,7 +32,8 @@ def _check_roundtrip(url: str) -> None:
         assert current_revision(db.engine) == head_revision()
         assert set(inspect(db.engine).get_table_names()) == EXPECTED
         indexes = {i["name"] for i in inspect(db.engine).get_indexes("trials")}
-        assert {"ix_trials_study_state", "ix_trials_state_lease", "ix_trials_created"} <= indexes
+        assert {"ix_trials_study_state", "ix_trials_state_created", "ix_trials_created"} <= indexes
+        assert "ix_trials_state_lease" not in indexes  # 0003: lease updates stay HOT
         with db.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == [], diff

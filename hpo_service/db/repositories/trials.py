@@ -68,14 +68,16 @@ class TrialRepository:
                 TrialRow.state,
                 TrialRow.worker_id,
                 StudyRow.tenant,
-                StudyRow.stopping.is_not(None),
+                StudyRow.stopping,  # JSON: a stored None may be JSON null, not SQL NULL
             )
             .join(StudyRow, StudyRow.id == TrialRow.study_id)
             .where(TrialRow.id == trial_id)
             .with_for_update(of=TrialRow)
         )
         row = self.session.execute(stmt).one_or_none()
-        return None if row is None else LeaseView(row[0], row[1], row[2], row[3], bool(row[4]))
+        if row is None:
+            return None
+        return LeaseView(row[0], row[1], row[2], row[3], has_stopping=row[4] is not None)
 
     def set_lease_expiry(self, trial_id: str, expires_at: datetime) -> None:
         """Move a trial's lease end (the caller holds the row lock from ``lease_view``)."""

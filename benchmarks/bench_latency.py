@@ -14,9 +14,13 @@ Both run with one torch thread (Optuna's GPSampler limits itself to one as well)
 ratio column is ours / Optuna's p50 in the same run; Optuna is skipped above
 ``--optuna-max-n`` (its exact GP has no training cap: O(n^3) time and O(n^2 d) memory).
 
-``--pool`` also measures the pool-backed path at the largest n: requests go through
-``SuggestionPool`` with a deadline, as the service will run them, and the share of
-fallback suggestions is reported.
+The pool-backed path is measured too, at the largest n (``--no-pool`` skips it):
+requests go through ``SuggestionPool`` with a deadline, as the service runs them,
+back to back (each reported at once: the hardest case for a pool), and every answer is
+counted as fresh (the designer answered in time), pooled (precomputed in the
+background) or a ``fallback_random`` point.
+
+Repeats are fewer from n = 3000 on (``--large-repeats``) to keep the run short.
 
 Usage::
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -37,6 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# Run against this checkout even when another copy of the package is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RESULTS = Path(__file__).parent / "results"
 N_PENDING = 8
@@ -199,7 +207,11 @@ def _cell_pool(d: int, n: int, repeats: int, deadline_s: float) -> dict[str, Any
             elapsed = time.perf_counter() - t0
             if r:  # the first request only warms the cache
                 times.append(elapsed)
-                sources.append(str(s.source))
+                sources.append(
+                    "fallback_random"
+                    if s.source == "fallback_random"
+                    else ("pooled" if s.metadata.get("pooled") else "fresh")
+                )
             # The oldest pending trial completes; the new suggestion becomes pending.
             done = pending.pop(0)
             x = np.array([float(done.params[f"x{j}"]) for j in range(d)])
@@ -225,7 +237,11 @@ def _cell_pool(d: int, n: int, repeats: int, deadline_s: float) -> dict[str, Any
     finally:
         pool.close()
     fallback = sum(1 for s in sources if s == "fallback_random")
-    return {"times": times, "fallback_share": fallback / max(1, len(sources)), "sources": sources}
+    return {
+        "times": times,
+        "fallback_share": fallback / max(1, len(sources)),
+        "sources": {k: sources.count(k) for k in ("fresh", "pooled", "fallback_random")},
+    }
 
 
 def _run_cell(args: list[str], timeout_s: float) -> dict[str, Any] | None:
@@ -257,9 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ns", default="20,100,300,1000,3000,10000")
     parser.add_argument("--ds", default="4,12,24")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--large-repeats", type=int, default=3, help="timed requests per cell from n=3000 on"
+    )
     parser.add_argument("--optuna-max-n", type=int, default=1000)
     parser.add_argument("--cell-timeout", type=float, default=900.0)
-    parser.add_argument("--pool", action="store_true", help="also measure the pool-backed path")
+    parser.add_argument("--no-pool", action="store_true", help="skip the pool-backed path")
     parser.add_argument("--pool-deadline", type=float, default=1.5)
     parser.add_argument("--pool-repeats", type=int, default=20)
     parser.add_argument("--out", default=str(RESULTS / "latency.json"))
@@ -295,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     start = time.perf_counter()
     for i, (d, n, kind) in enumerate(plan, start=1):
-        result = _run_cell([kind, str(d), str(n), str(args.repeats)], args.cell_timeout)
+        repeats = args.repeats if n < 3000 else args.large_repeats
+        result = _run_cell([kind, str(d), str(n), str(repeats)], args.cell_timeout)
         cell = {"method": kind, "d": d, "n": n, "pending": N_PENDING}
         if result is None:
             cell["skipped"] = "timed out or failed"
@@ -321,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     pool_cells: list[dict[str, Any]] = []
-    if args.pool:
+    if not args.no_pool:
         for d in ds:
             n = max(ns)
             result = _run_cell(
@@ -337,13 +357,14 @@ def main(argv: list[str] | None = None) -> int:
                         "p50_s": _pct(result["times"], 50),
                         "p95_s": _pct(result["times"], 95),
                         "fallback_share": result["fallback_share"],
+                        "sources": result["sources"],
                         "times": result["times"],
                     }
                 )
                 print(
                     f"pool d={d} n={n}: p50 {pool_cells[-1]['p50_s']:.3f} s "
                     f"p95 {pool_cells[-1]['p95_s']:.3f} s "
-                    f"fallback {100 * result['fallback_share']:.0f}%",
+                    f"fallback {100 * result['fallback_share']:.0f}% {result['sources']}",
                     flush=True,
                 )
     rows = []
@@ -384,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "meta": {
                     "repeats": args.repeats,
+                    "large_repeats": args.large_repeats,
+                    "cpu_count": os.cpu_count(),
                     "pending": N_PENDING,
                     "optuna_max_n": args.optuna_max_n,
                 },

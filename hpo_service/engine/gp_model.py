@@ -50,6 +50,8 @@ from hpo_service.engine.device import DTYPE, device, to_numpy
 
 __all__ = [
     "MIN_NOISE",
+    "REFIT_GROWTH",
+    "REFIT_MIN_ROWS",
     "HyperparameterCache",
     "Hyperparameters",
     "default_cache",
@@ -66,6 +68,14 @@ _LOG_RHO_BOUNDS = (math.log(1e-4), math.log(1e4))
 _LOG_SCALE_BOUNDS = (math.log(1e-3), math.log(1e3))
 _LOG_NOISE_BOUNDS = (math.log(1e-9), math.log(10.0))
 _JITTER = 1e-8
+
+# A study with thousands of trials gains nothing from refitting after every one: its
+# hyperparameters move by little per trial, and a fit on the capped training set is
+# most of a request. From REFIT_MIN_ROWS usable rows on, the cached hyperparameters are
+# reused until the history has grown by REFIT_GROWTH since they were fitted (the model
+# itself is always rebuilt on the latest data). Below that, every request refits (warm).
+REFIT_MIN_ROWS = 500
+REFIT_GROWTH = 1.05
 
 
 @dataclass(frozen=True)
@@ -285,6 +295,7 @@ def fit_gp(
     *,
     cache: HyperparameterCache | None = None,
     cache_key: str | None = None,
+    n_total: int | None = None,
 ) -> tuple[SingleTaskGP, tuple[Hyperparameters, ...]]:
     """Build a ``SingleTaskGP`` on the data with MAP hyperparameters, warm-started.
 
@@ -293,6 +304,8 @@ def fit_gp(
         train_y: ``n x m`` outcomes (each column is modelled independently).
         cache: where warm starts live; None disables warm starting.
         cache_key: identifies the study (and which outcomes) within ``cache``.
+        n_total: usable rows in the whole history (``train_x`` may be a capped subset);
+            decides when a large study refits (see ``REFIT_GROWTH``).
 
     Returns:
         The model in eval mode and the per-output hyperparameters.
@@ -307,12 +320,16 @@ def fit_gp(
         len(entry.hypers) != m or len(entry.hypers[0].log_rho) != d_of(train_x)
     ):
         entry = None
-    if entry is not None and entry.fingerprint == fingerprint:
+    total = n if n_total is None else n_total
+    if entry is not None and (
+        entry.fingerprint == fingerprint
+        or (total >= REFIT_MIN_ROWS and total < entry.n * REFIT_GROWTH)
+    ):
         hypers = entry.hypers
     else:
         # A fit warm-started from much less data may sit in a stale optimum: refit from the
         # defaults as well when the data grew by half since the cached fit.
-        cold_too = entry is not None and n >= 1.5 * entry.n
+        cold_too = entry is not None and total >= 1.5 * entry.n
         hypers = tuple(
             _fit_output(
                 train_x, y_std[:, i], entry.hypers[i] if entry is not None else None, cold_too
@@ -320,7 +337,7 @@ def fit_gp(
             for i in range(m)
         )
         if cache is not None and cache_key is not None:
-            cache.put(cache_key, _CacheEntry(fingerprint, n, hypers))
+            cache.put(cache_key, _CacheEntry(fingerprint, total, hypers))
     return _build_model(train_x, train_y, hypers), hypers
 
 

@@ -3,17 +3,21 @@
 A request must not wait for a slow model. ``SuggestionPool.suggest`` runs the designer in
 a worker thread and waits at most ``deadline_s``:
 
-1. points the designer returns in time are handed out (the normal case: a "fresh"
-   suggestion from the model updated with the latest results);
-2. otherwise points precomputed in the background are handed out — each was computed by
-   the designer with the pending set of its moment, and a computation that misses its
-   deadline is not wasted: its points land in the pool when it finishes;
+1. points from a designer run that finishes while the request waits are handed out
+   (the normal case: a "fresh" suggestion from the model updated with the latest
+   results; if a background run for the study is already in flight the request waits
+   for that one instead of queueing a second);
+2. once the deadline has passed, points precomputed earlier are handed out — each was
+   computed by the designer with the pending set of its moment, and a computation that
+   misses its deadline is not wasted: its points land in the pool when it finishes;
 3. otherwise a scrambled-Sobol point, tagged ``source="fallback_random"`` with the reason
    in ``metadata["reason"]``.
 
-When the designer is slow (its last run took more than half the deadline) the pool is
-refilled in the background after each request, so later requests are served from it.
-A fast designer causes no background work at all.
+So a fast designer is never bypassed (its answers are as reproducible as calling it
+directly), and a slow one costs a request at most the deadline. When the designer is
+slow (its last run took more than half the deadline) every run asks it for at least
+``refill_batch`` points — one model fit, one joint batch — and the pool is refilled in
+the background after each request, so the pool keeps up with the request rate.
 
 Two concurrent requests for one study never receive the same new point: pooled points
 are taken under the study's lock, every point handed out is remembered for ``ttl_s`` and
@@ -70,9 +74,9 @@ class PoolSettings:
         workers: threads that run designers.
     """
 
-    deadline_s: float = 2.0
-    capacity: int = 8
-    refill_batch: int = 4
+    deadline_s: float = 1.5
+    capacity: int = 16
+    refill_batch: int = 8
     max_age_s: float = 600.0
     ttl_s: float = 600.0
     max_studies: int = 1024
@@ -82,9 +86,10 @@ class PoolSettings:
 @dataclass
 class _StudyState:
     cond: threading.Condition = field(default_factory=threading.Condition)
-    pool: deque[tuple[Suggestion, float]] = field(default_factory=deque)
+    pool: deque[tuple[Suggestion, float, int]] = field(default_factory=deque)
     handed: OrderedDict[str, float] = field(default_factory=OrderedDict)
     in_flight: bool = False
+    started: int = 0  # designer runs started; a pooled point remembers which one made it
     last_compute_s: float | None = None
     last_error: str | None = None
     fallbacks: int = 0
@@ -138,11 +143,15 @@ class SuggestionPool:
         state = self._state(key)
         avoid = {_key(p) for p in pending}
         out: list[Suggestion] = []
+        limit = self.settings.deadline_s if deadline_s is None else deadline_s
         with state.cond:
             self._expire(state)
+            # Points made by runs started before this request are a last resort: they
+            # do not know the latest results. A run already in flight counts as fresh.
+            fresh_from = state.started - (1 if state.in_flight else 0)
             runs = 0
             while len(out) < count:
-                out += self._take(state, count - len(out), avoid)
+                out += self._take(state, count - len(out), avoid, fresh_from)
                 if len(out) >= count:
                     break
                 if not state.in_flight:
@@ -150,21 +159,23 @@ class SuggestionPool:
                     # than once: the fallback is the answer then.
                     if runs >= 2 or (runs and state.last_error is not None):
                         break
-                    self._start(state, count - len(out), compute)
+                    self._start(state, self._batch(state, count - len(out), limit), compute)
                     runs += 1
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not state.cond.wait(remaining):
-                    out += self._take(state, count - len(out), avoid)
                     break
+            if len(out) < count:
+                out += self._take(state, count - len(out), avoid, 0, stale_before=fresh_from)
             if len(out) < count:
                 out += self._fallback(key, state, count - len(out), space, seed, avoid)
             now = time.monotonic()
             for s in out:
                 state.handed[_key(s.params)] = now
-            slow = state.last_compute_s is None or state.last_compute_s > 0.5 * (
-                deadline_s or self.settings.deadline_s
-            )
-            if slow and not state.in_flight and len(state.pool) < self.settings.capacity:
+            if (
+                self._slow(state, limit)
+                and not state.in_flight
+                and len(state.pool) < self.settings.capacity
+            ):
                 self._start(state, self.settings.refill_batch, compute)
         return out
 
@@ -223,27 +234,67 @@ class SuggestionPool:
         while state.handed and now - next(iter(state.handed.values())) > self.settings.ttl_s:
             state.handed.popitem(last=False)
 
-    def _take(self, state: _StudyState, n: int, avoid: set[str]) -> list[Suggestion]:
-        """Pop up to ``n`` pooled points that are still new (holding state.cond)."""
+    def _slow(self, state: _StudyState, limit: float) -> bool:
+        """Whether the designer's last run took more than half the deadline."""
+        return state.last_compute_s is not None and state.last_compute_s > 0.5 * limit
+
+    def _batch(self, state: _StudyState, wanted: int, limit: float) -> int:
+        """Points one run asks for: more than wanted when the designer is slow."""
+        return max(wanted, self.settings.refill_batch) if self._slow(state, limit) else wanted
+
+    def _take(
+        self,
+        state: _StudyState,
+        n: int,
+        avoid: set[str],
+        from_run: int,
+        *,
+        stale_before: int = 0,
+    ) -> list[Suggestion]:
+        """Pop up to ``n`` new pooled points made by run ``from_run`` or later.
+
+        Newest points first: they were computed with the most recent history. Points of
+        runs before ``stale_before`` are marked ``metadata["pooled"] = True`` (computed
+        before the request came, without its latest results). The caller holds
+        ``state.cond``.
+        """
         out: list[Suggestion] = []
-        while state.pool and len(out) < n:
-            s, _ = state.pool.popleft()
+        entries = list(state.pool)
+        taken: set[int] = set()
+        # Newest run first; within a run, the designer's order.
+        for i in sorted(range(len(entries)), key=lambda j: -entries[j][2]):
+            if len(out) >= n:
+                break
+            s, _, run = entries[i]
             k = _key(s.params)
             if k in avoid or k in state.handed:
+                taken.add(i)  # stale: repeats a known point
+                continue
+            if run < from_run:
                 continue
             avoid.add(k)
-            out.append(s)
+            out.append(
+                Suggestion(s.params, s.source, {**s.metadata, "pooled": True})
+                if run < stale_before
+                else s
+            )
+            taken.add(i)
+        state.pool = deque(e for i, e in enumerate(entries) if i not in taken)
         return out
 
     def _start(self, state: _StudyState, n: int, compute: ComputeFn) -> None:
         """Submit one designer run whose output goes to the pool (holding state.cond)."""
-        extra = [s.params for s, _ in state.pool]
+        extra = [s.params for s, _, _ in state.pool]
         known = {_key(p) for p in extra}
         extra += [json.loads(k) for k in state.handed if k not in known]
         state.in_flight = True
-        self._executor.submit(self._run, state, n, compute, extra)
+        run = state.started
+        state.started += 1
+        self._executor.submit(self._run, state, n, compute, extra, run)
 
-    def _run(self, state: _StudyState, n: int, compute: ComputeFn, extra: list[Params]) -> None:
+    def _run(
+        self, state: _StudyState, n: int, compute: ComputeFn, extra: list[Params], run: int
+    ) -> None:
         started = time.monotonic()
         result: list[Suggestion] = []
         error: str | None = None
@@ -257,12 +308,12 @@ class SuggestionPool:
             state.last_compute_s = time.monotonic() - started
             state.last_error = error
             now = time.monotonic()
-            seen = set(state.handed) | {_key(s.params) for s, _ in state.pool}
+            seen = set(state.handed) | {_key(s.params) for s, _, _ in state.pool}
             for s in result:
                 k = _key(s.params)
                 if k not in seen:
                     seen.add(k)
-                    state.pool.append((s, now))
+                    state.pool.append((s, now, run))
             while len(state.pool) > self.settings.capacity:
                 state.pool.popleft()
             state.cond.notify_all()
@@ -320,7 +371,12 @@ def designer_compute(
     """
     study_id = completed[0].study_id if completed else (pending[0].study_id if pending else "")
 
+    known = {_key(t.params) for t in (*completed, *pending)}
+
     def compute(count: int, extra_pending: Sequence[Params]) -> list[Suggestion]:
+        # Handed-out points already stored as trials are in the history: passing them
+        # again would change what a fast designer computes (and its reproducibility).
+        fresh = [p for p in extra_pending if _key(p) not in known]
         extra = [
             Trial(
                 id=f"pool-{i}",
@@ -329,7 +385,7 @@ def designer_compute(
                 params=dict(p),
                 state=TrialState.REQUESTED,
             )
-            for i, p in enumerate(extra_pending)
+            for i, p in enumerate(fresh)
         ]
         designer = make_designer()
         designer.update(completed, [*pending, *extra])

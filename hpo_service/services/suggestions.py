@@ -13,6 +13,12 @@ whole fit. Instead:
 
 So two concurrent requests, in one process or in several, never receive the same new
 point: the second always sees the first one's points as pending.
+
+Step 2 goes through the process's suggestion pool (``suggestion_pool.py``): the request
+waits for the designer at most a deadline, then takes a point the pool precomputed in
+the background for this study, and failing that a quasi-random point tagged
+``source: fallback_random`` with the reason in the trial's metadata. A fast designer is
+always waited for, so its suggestions are exactly those of a direct call.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from hpo_service.db.models import StudyRow, TrialRow
 from hpo_service.db.repositories import TrialRepository
 from hpo_service.domain import Principal, Role, StudyConfig, StudyState, Trial, TrialState
 from hpo_service.engine.designer import Suggestion
+from hpo_service.engine.pool import designer_compute
 from hpo_service.services.access import require_role, visible_study
 from hpo_service.services.leases import extend, grant, reclaim_in_session
+from hpo_service.services.suggestion_pool import shared_pool
 from hpo_service.services.transfer import designer_for
 
 __all__ = ["LeaseResult", "request_suggestions"]
@@ -109,10 +117,21 @@ def _snapshot(repo: TrialRepository, study: StudyRow, wanted: int) -> _Snapshot:
     )
 
 
-def _run_designer(snap: _Snapshot) -> list[Suggestion]:
-    designer = designer_for(snap.config, _request_seed(snap.config, snap.next_number))
-    designer.update(snap.completed, snap.pending)
-    return designer.suggest(snap.wanted)
+def _run_designer(study_id: str, snap: _Snapshot, deadline_s: float | None) -> list[Suggestion]:
+    """``snap.wanted`` new points within the deadline (designer, pool or fallback)."""
+    seed = _request_seed(snap.config, snap.next_number)
+    compute = designer_compute(
+        lambda: designer_for(snap.config, seed), snap.completed, snap.pending
+    )
+    return shared_pool().suggest(
+        study_id,
+        snap.wanted,
+        compute,
+        snap.config.space,
+        pending=[t.params for t in snap.pending],
+        seed=seed,
+        deadline_s=deadline_s,
+    )
 
 
 def _store_new(
@@ -152,13 +171,15 @@ def request_suggestions(
     count: int,
     now: datetime,
     lease_seconds: float,
+    deadline_s: float | None = None,
 ) -> LeaseResult:
     """Lease up to ``count`` trials of the study to ``worker_id``.
 
     Order: trials already leased to this worker (a restarted worker gets its work back),
     then queued ``requested`` trials, then new designer suggestions while the study's
     ``max_trials`` leaves room. Fewer than ``count`` only when the study is not active or
-    its budget is spent.
+    its budget is spent. ``deadline_s`` bounds the wait for the designer (None: the
+    pool's default).
 
     Raises:
         StudyNotFoundError: unknown id, or another tenant's study.
@@ -179,7 +200,7 @@ def request_suggestions(
         return LeaseResult(result, state)
     for _ in range(_MAX_OPTIMISTIC_RETRIES):
         with _study_lock(study_id):
-            suggestions = _run_designer(snap)
+            suggestions = _run_designer(study_id, snap, deadline_s)
             with db.write() as session:
                 study = visible_study(session, principal, study_id, lock=True)
                 repo = TrialRepository(session)
@@ -200,5 +221,6 @@ def request_suggestions(
         if study.state != StudyState.ACTIVE.value or wanted <= 0:
             return LeaseResult(result, StudyState(study.state))
         snap = _snapshot(repo, study, wanted)
-        rows = _store_new(repo, study, _run_designer(snap), worker_id, now, lease_seconds)
+        suggestions = _run_designer(study_id, snap, deadline_s)
+        rows = _store_new(repo, study, suggestions, worker_id, now, lease_seconds)
         return LeaseResult(result + [to_trial(r) for r in rows], StudyState.ACTIVE)

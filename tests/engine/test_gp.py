@@ -24,7 +24,12 @@ from hpo_service.domain import (
 from hpo_service.engine.acqf_optim import AcqfOptions, MixedGeometry, maximize_acqf
 from hpo_service.engine.encoding import SpaceEncoder
 from hpo_service.engine.gp import GPDesigner, GPOptions, initial_design_size
-from hpo_service.engine.gp_model import HyperparameterCache, fit_gp
+from hpo_service.engine.gp_model import (
+    REFIT_GROWTH,
+    REFIT_MIN_ROWS,
+    HyperparameterCache,
+    fit_gp,
+)
 from hpo_service.engine.training_set import select_training_rows
 
 LINE = SearchSpace(parameters=[FloatParameter(name="x", low=0.0, high=1.0)])
@@ -68,7 +73,8 @@ def test_goal_is_respected(goal: str, side: str) -> None:
     designer = GPDesigner(config, 0, FAST)
     designer.update(history, [])
     (s,) = designer.suggest(1)
-    assert s.metadata["acquisition"] == "qLogNEI"
+    # One point, nothing pending, no constraints: closed-form log EI is exact.
+    assert s.metadata["acquisition"] == "LogEI"
     x = float(s.params["x"])
     assert x < 0.2 if side == "low" else x > 0.8
 
@@ -258,3 +264,23 @@ def test_mixed_geometry_and_acquisition_optimiser_find_a_known_optimum() -> None
     assert best["b"] == 4
     assert best["c"] == "q"
     assert math.isclose(float(best["a"]), 0.37, abs_tol=1e-3)
+
+
+def test_large_studies_reuse_hyperparameters_until_the_history_grows() -> None:
+    rng = np.random.default_rng(3)
+    x = torch.as_tensor(rng.random((30, 2)), dtype=torch.float64)
+    y = torch.as_tensor(np.sin(5 * x.numpy()).sum(1, keepdims=True), dtype=torch.float64)
+    cache = HyperparameterCache()
+    _, first = fit_gp(x, y, cache=cache, cache_key="k", n_total=REFIT_MIN_ROWS)
+    # Different data, but the history grew by less than REFIT_GROWTH: no refit.
+    y2 = y + 0.3 * x[:, :1]
+    _, same = fit_gp(x, y2, cache=cache, cache_key="k", n_total=REFIT_MIN_ROWS + 1)
+    assert same == first
+    grown = math.ceil(REFIT_MIN_ROWS * REFIT_GROWTH)
+    _, refit = fit_gp(x, y2, cache=cache, cache_key="k", n_total=grown)
+    assert refit != first
+    # Small studies refit on every change.
+    small = HyperparameterCache()
+    _, a = fit_gp(x, y, cache=small, cache_key="k", n_total=30)
+    _, b = fit_gp(x, y2, cache=small, cache_key="k", n_total=31)
+    assert a != b

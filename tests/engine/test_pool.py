@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 from hpo_service.domain import (
@@ -46,7 +47,9 @@ def test_slow_designer_falls_back_then_serves_from_pool() -> None:
     def slow(count: int, extra: Sequence[Params]) -> list[Suggestion]:
         calls.append(count)
         release.wait(30)
-        return [Suggestion({"x": 0.1 * (i + 1), "k": 1}) for i in range(count)]
+        taken = {p["x"] for p in extra}
+        free = [0.1 * i for i in range(1, 40) if 0.1 * i not in taken]
+        return [Suggestion({"x": x, "k": 1}) for x in free[:count]]
 
     pool = SuggestionPool(PoolSettings(deadline_s=0.01, capacity=8, refill_batch=4))
     try:
@@ -57,11 +60,40 @@ def test_slow_designer_falls_back_then_serves_from_pool() -> None:
         release.set()
         assert pool.wait_idle("s", 30)
         assert pool.pooled("s") == 2
+        release.clear()
+        # The designer is slow again: the request cannot wait for a fresh run, so it
+        # gets the precomputed points, and the run it started refills the pool with a
+        # whole batch (the designer was slow, so it asks for refill_batch points).
         again = pool.suggest("s", 2, slow, SPACE, seed=3)
         assert [s.source for s in again] == [TrialSource.ENGINE, TrialSource.ENGINE]
         assert {s.params["x"] for s in again} == {0.1, 0.2}
+        release.set()
+        assert pool.wait_idle("s", 30)
+        assert calls == [2, 4]
+        assert pool.pooled("s") == 4
     finally:
         release.set()
+        pool.close()
+
+
+def test_fresh_points_are_preferred_to_precomputed_ones() -> None:
+    made: list[float] = []
+
+    def counting(count: int, extra: Sequence[Params]) -> list[Suggestion]:
+        out = [
+            Suggestion({"x": round(0.01 * (len(made) + i + 1), 2), "k": 1}) for i in range(count)
+        ]
+        made.extend(s.params["x"] for s in out)
+        return out
+
+    pool = SuggestionPool(PoolSettings(deadline_s=30.0))
+    try:
+        first = pool.suggest("s", 1, counting, SPACE)
+        pool._state("s").pool.append((Suggestion({"x": 0.9, "k": 1}), time.monotonic(), -1))
+        second = pool.suggest("s", 1, counting, SPACE)
+        assert [s.params["x"] for s in first + second] == [0.01, 0.02]
+        assert pool.pooled("s") == 1
+    finally:
         pool.close()
 
 

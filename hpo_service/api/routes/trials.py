@@ -55,6 +55,7 @@ def suggest(
         count=body.count,
         now=now,
         lease_seconds=settings.lease_seconds,
+        deadline_s=settings.suggestion_deadline_seconds,
     )
     return SuggestionsRead(
         trials=[TrialRead.of(t) for t in result.trials], study_state=result.study_state.value

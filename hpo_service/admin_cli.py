@@ -31,6 +31,7 @@ def _database(args: argparse.Namespace) -> Database:
         settings.database_url,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         pool_size=settings.db_pool_size,
+        key_secret=settings.key_secret,
     )
     upgrade_to_head(db.engine)
     return db

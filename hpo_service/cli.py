@@ -38,6 +38,7 @@ def _database(settings: Settings) -> Database:
         settings.database_url,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         pool_size=settings.db_pool_size,
+        key_secret=settings.key_secret,
     )
 
 

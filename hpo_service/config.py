@@ -6,7 +6,7 @@ hands it to ``create_app``; tests build their own.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["DEFAULT_DATABASE_URL", "Settings"]
@@ -61,10 +61,21 @@ class Settings(BaseSettings):
         description="How long a process trusts a verified key without asking the database "
         "(a revoked key stops working within this time; 0 disables the cache).",
     )
+    key_hash_secret: SecretStr | None = Field(
+        None,
+        description="Server secret API keys are hashed with (HMAC-SHA256); set the same value "
+        "on every server. Unset: generated once and kept in a file next to a SQLite database "
+        "(else under ~/.config/hpo), which is right for one machine only.",
+    )
     log_level: str = Field("info", description="Log level of the service.")
     suggestion_deadline_seconds: float = Field(
         5.0, gt=0, description="How long a suggestion request waits for the designer."
     )
+
+    @property
+    def key_secret(self) -> str | None:
+        """The configured key-hash secret in clear (None: use the generated one)."""
+        return self.key_hash_secret.get_secret_value() if self.key_hash_secret else None
 
     @property
     def is_sqlite(self) -> bool:

@@ -40,6 +40,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         settings.database_url,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         pool_size=settings.db_pool_size,
+        key_secret=settings.key_secret,
     )
     housekeeper = Housekeeper(database, settings)
 

@@ -21,6 +21,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from hpo_service.db.key_secret import load_or_create_key_secret
+
 __all__ = ["Database", "normalize_url"]
 
 
@@ -33,14 +35,41 @@ def normalize_url(url: str) -> str:
 
 
 class Database:
-    """One engine plus the two kinds of transaction the services use."""
+    """One engine plus the two kinds of transaction the services use.
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 30_000, pool_size: int = 20) -> None:
+    It also carries the secret API-key hashes in this database are keyed with
+    (``key_secret``), because the two belong together: a key hash is only checkable with
+    the secret it was made with.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        busy_timeout_ms: int = 30_000,
+        pool_size: int = 20,
+        key_secret: str | None = None,
+    ) -> None:
+        """Open (lazily) the database at ``url``.
+
+        Args:
+            key_secret: the configured ``HPO_KEY_HASH_SECRET``; when None, the secret is
+                generated once and kept in a file (see ``hpo_service.db.key_secret``),
+                read on first use.
+        """
         self.url = normalize_url(url)
         self.is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
         self.engine = self._make_engine(busy_timeout_ms, pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.Lock() if self.is_sqlite else None
+        self._key_secret = key_secret.encode() if key_secret else None
+
+    @property
+    def key_secret(self) -> bytes:
+        """The HMAC key of the API-key hashes stored in this database."""
+        if self._key_secret is None:
+            self._key_secret = load_or_create_key_secret(self.url)
+        return self._key_secret
 
     def _make_engine(self, busy_timeout_ms: int, pool_size: int) -> Engine:
         if not self.is_sqlite:

@@ -1,9 +1,20 @@
-"""API keys: issue, verify, list, revoke. Only a hash of each secret is ever stored.
+"""API keys: issue, verify, list, revoke. Only a keyed hash of each secret is ever stored.
 
 A key reads ``hpo_<key id>_<secret hex>``. The id finds the row; the secret (256 random
-bits) is compared by SHA-256 digest in constant time. A fast hash is enough for secrets
-of that entropy (no dictionary to guess from), and it keeps authentication cheap on
-every request.
+bits) is checked against ``HMAC-SHA256(server secret, secret)`` in constant time.
+
+Why HMAC and not a slow password hash (bcrypt, scrypt, Argon2): slow hashes exist to
+make guessing low-entropy passwords expensive. A 256-bit random secret cannot be guessed
+at any hash speed (2^255 tries on average), so a slow hash would buy nothing and cost
+tens of milliseconds on every authentication that misses the cache. What a keyed hash
+adds is that a stolen database alone is useless: without the server secret (configured,
+or generated into a file outside the database: ``hpo_service.db.key_secret``) nobody can
+even test whether a candidate key matches a stored hash.
+
+Keys stored before the switch hold a plain SHA-256 of the secret. They keep working
+without a migration: verification computes both digests (so timing says nothing about
+which one matched), and the first successful use of such a key rewrites its hash as
+HMAC, after which the plain digest no longer matches.
 """
 
 from __future__ import annotations
@@ -39,7 +50,13 @@ class IssuedKey:
     expires_at: datetime | None
 
 
-def _hash(secret: str) -> str:
+def _hash(key_secret: bytes, secret: str) -> str:
+    """The stored form of a key's secret: HMAC-SHA256 under the server secret, hex."""
+    return hmac.new(key_secret, secret.encode(), hashlib.sha256).hexdigest()
+
+
+def _legacy_hash(secret: str) -> str:
+    """The stored form before HMAC (plain SHA-256); only ever compared, never written."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -89,7 +106,7 @@ def create_key(
                 name=name,
                 role=role.value,
                 tenant=tenant,
-                secret_hash=_hash(secret),
+                secret_hash=_hash(db.key_secret, secret),
                 created_at=now,
                 expires_at=expires_at,
             )
@@ -113,17 +130,28 @@ def authenticate(db: Database, token: str | None, *, now: datetime) -> Principal
             row = ApiKeyRepository(session).get(parts[0])
             if row is not None:
                 session.expunge(row)
-    expected = row.secret_hash if row is not None else _hash("")
     secret = parts[1] if parts is not None else ""
-    valid = hmac.compare_digest(expected, _hash(secret)) and row is not None
+    current = _hash(db.key_secret, secret)
+    # With no row, compare against a digest anyway, so an unknown id costs the same time.
+    expected = row.secret_hash if row is not None else _hash(db.key_secret, "")
+    matches_current = hmac.compare_digest(expected, current)
+    matches_legacy = hmac.compare_digest(expected, _legacy_hash(secret))
     if (
-        not valid
-        or row is None
+        row is None
+        or not (matches_current or matches_legacy)
         or row.revoked_at is not None
         or (row.expires_at is not None and row.expires_at <= now)
     ):
         raise AuthenticationError("invalid, revoked or expired API key")
+    if matches_legacy and not matches_current:
+        _upgrade_hash(db, row.id, old=expected, new=current)
     return Principal(key_id=row.id, role=Role(row.role), tenant=row.tenant)
+
+
+def _upgrade_hash(db: Database, key_id: str, *, old: str, new: str) -> None:
+    """Replace a verified plain SHA-256 hash by the HMAC one (once per legacy key)."""
+    with db.write() as session:
+        ApiKeyRepository(session).replace_hash(key_id, old=old, new=new)
 
 
 def ensure_admin_key(db: Database, *, now: datetime, key: str | None = None) -> IssuedKey | None:

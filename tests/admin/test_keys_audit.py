@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
@@ -45,7 +45,7 @@ def test_key_is_shown_once_and_stored_hashed(
         stored = session.get(ApiKeyRow, new["id"])
         assert stored is not None
         secret = new["key"].rsplit("_", 1)[1]
-        assert stored.secret_hash == hashlib.sha256(secret.encode()).hexdigest()
+        assert stored.secret_hash == hmac.new(db.key_secret, secret.encode(), "sha256").hexdigest()
         assert secret not in stored.secret_hash
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from hpo_service.db.models import ApiKeyRow
@@ -35,3 +35,13 @@ class ApiKeyRepository:
     def all(self) -> Sequence[ApiKeyRow]:
         """Every key, oldest first."""
         return self.session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created_at)).all()
+
+    def replace_hash(self, key_id: str, *, old: str, new: str) -> bool:
+        """Swap a key's stored hash, only if it still is ``old``; whether it did."""
+        result = self.session.execute(
+            update(ApiKeyRow)
+            .where(ApiKeyRow.id == key_id, ApiKeyRow.secret_hash == old)
+            .values(secret_hash=new)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0))

@@ -28,9 +28,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Servers here get the key-hash secret by configuration, as production would (and as
+# every process of a multi-process server must share it); the key is made with the same.
+KEY_SECRET = "reliability-tests-key-hash-secret"
+
+
 def prepare(database_url: str) -> str:
     """Migrate the database and return a fresh admin key for it."""
-    db = Database(database_url)
+    db = Database(database_url, key_secret=KEY_SECRET)
     try:
         upgrade_to_head(db.engine)
         return api_keys.create_key(db, role=Role.ADMIN, tenant="t", now=utcnow()).key
@@ -54,6 +59,7 @@ class Server:
         self.workers = workers
         self.port = port or free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HPO_")}
+        self.env["HPO_KEY_HASH_SECRET"] = KEY_SECRET
         self.env.update(env or {})
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None

@@ -1,34 +1,48 @@
 """µTransfer benchmark: does the optimal learning rate stay put as width (and depth) grow?
 
-Three experiments, each an LR sweep (log2-spaced, half-octave grid, several seeds, fixed
-step count, the same batches for every LR) with the built-in proxies of
-``hpo_service.client.training``:
+Four parts, run in order (``--parts``):
 
-- ``mlp``: MLP d_in→w→w→10 (ReLU, no bias) on teacher–student data, SP vs µP, widths
-  64…512 (base 64).
-- ``transformer``: 2-block pre-norm character transformer on Python's stdlib sources, SP vs
-  µP (CPU default widths 32…256; ``--tf-widths`` for more, e.g. on CUDA).
-- ``depth``: residual pre-norm MLP at width 64, depths 2…16 (base 2), CompleteP (α=1
-  residual 1/L) vs an unscaled residual (µP without a depth rule).
+- ``tune``: tunes the transformer's base multipliers (``mult.readout``, ``init_std.embedding``,
+  ``init_std.readout``, with ``lr``) at the base width *through the service itself*: an
+  in-process app on a temporary SQLite database, a µP study with the ``gp`` designer, then
+  a second study with the ``local`` designer seeded with the first study's trials; every
+  trial is leased with ``suggest``, trained with ``run_proxy`` and reported with
+  ``complete`` (diverged runs ``infeasible``). The best values go to
+  ``results/mutransfer_tuned.json``; the transformer sweep uses them (LR aside) for SP and
+  µP alike, so both coincide at the base width.
+- ``mlp``: MLP 32→w→w→10 (ReLU, no bias; one hidden matrix, TP5's MLP) on teacher–student
+  data with fresh samples every step, SP vs µP, widths 64…512 (base 64).
+- ``transformer``: 2-block pre-norm character transformer (QK-norm, head dim 32) on
+  Python's standard-library sources, SP vs µP, widths 32…256 on CPU (``--tf-widths``).
+- ``depth``: residual pre-norm MLP at width 64, depths 2…16 (base 2), CompleteP (α=1,
+  residual ×1/L, block LR constant) vs an unscaled residual (µP without a depth rule).
 
-Optimum per curve = vertex of the parabola through the best grid point of the seed-mean
-loss and its two neighbours (log2 LR). Drift = optimum at the largest scale minus the
-optimum at the smallest, in octaves. Grids are centred on a short probe at the base
-scale (where SP and µP coincide). Outputs JSON + one PNG per experiment under
-``benchmarks/results/``; tables and the ETA are printed.
+Protocol: Adam(W), a fixed step count and batch, the same batches for every LR (data seed =
+seed), ``--seeds`` seeds, ``--points`` LRs per curve on a half-octave log2 grid centred
+near the optimum. The centres come from a one-seed, one-octave probe at the smallest and
+the largest scale (interpolated in log scale between them), so every curve's grid brackets
+its own optimum. Optimum per curve = vertex of the parabola through the best grid point of
+the seed-mean loss and its two neighbours (log2 LR); per-seed optima give the spread.
+Drift = optimum at the largest scale minus at the smallest, in octaves.
 
-    .venv/bin/python benchmarks/bench_mutransfer.py                 # full CPU run
-    .venv/bin/python benchmarks/bench_mutransfer.py --quick         # smoke run, ~1 min
+Outputs ``results/mutransfer_<part>.json`` and ``.png`` (loss vs log2 LR, one curve per
+scale, and the optimum per scale), a table with the targets, and progress lines with an
+ETA. CUDA is used when present (``--device``), with larger default widths there.
+
+    .venv/bin/python benchmarks/bench_mutransfer.py                    # everything
+    .venv/bin/python benchmarks/bench_mutransfer.py --quick            # smoke run
     .venv/bin/python benchmarks/bench_mutransfer.py --parts mlp --seeds 2 --steps 150
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import multiprocessing as mp
 import pathlib
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,35 +50,59 @@ from typing import Any
 import numpy as np
 
 RESULTS = pathlib.Path(__file__).parent / "results"
+TUNED = RESULTS / "mutransfer_tuned.json"
+
+MLP_BASE = {"mult.readout": 0.25}
+"""MLP base values (SP and µP): readout multiplier ¼ with the standard readout init.
+
+Chosen from single-seed sweeps at widths 64 and 512 (mult.readout 4, 1, ¼, 1/16; zero or
+standard readout init): ¼ with the standard init gave the best loss and the least drift.
+"""
+
+DEPTH_BASE = {"mult.readout": 0.25}
 
 
 @dataclass(frozen=True)
 class Job:
+    """One training run of a sweep."""
+
     exp: str
     variant: str  # "sp" | "mup" | "completep" | "unscaled"
     scale: int  # width or depth
     log2_lr: float
     seed: int
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One sweep: which proxy, which variants, which scales, how long."""
+
+    name: str
+    variants: tuple[str, str]
+    scales: list[int]
+    axis: str
     steps: int
+    base: dict[str, Any]
 
 
-def _scale_config(job: Job, opts: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """(proxy name, scale config, extra params) for one job."""
+def _scale_config(job: Job, opts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(proxy name, the study's ``scale`` object) for one job."""
+    exp = opts["experiments"][job.exp]
     if job.exp == "mlp":
-        shape = {"width": job.scale, "depth": 2, "batch_size": 64, "tokens": 64 * job.steps}
-        base = {**shape, "width": opts["mlp_widths"][0]}
-        return "mlp", {"parameterization": job.variant, "proxy": shape, "base": base}, {}
+        shape = {"width": job.scale, "depth": 1, "batch_size": 64, "tokens": 64 * exp.steps}
+        base = {**shape, "width": exp.scales[0]}
+        return "mlp", {"parameterization": job.variant, "proxy": shape, "base": base}
     if job.exp == "transformer":
         tokens = opts["tf_batch"] * opts["tf_seq"]
         shape = {"width": job.scale, "depth": 2, "batch_size": tokens,
-                 "tokens": tokens * job.steps}
-        base = {**shape, "width": opts["tf_widths"][0]}
-        return "transformer", {"parameterization": job.variant, "proxy": shape, "base": base}, {}
+                 "tokens": tokens * exp.steps}
+        base = {**shape, "width": exp.scales[0]}
+        return "transformer", {"parameterization": job.variant, "proxy": shape, "base": base}
     shape = {"width": opts["depth_width"], "depth": job.scale, "batch_size": 64,
-             "tokens": 64 * job.steps}
-    base = {**shape, "depth": opts["depths"][0]}
+             "tokens": 64 * exp.steps}
+    base = {**shape, "depth": exp.scales[0]}
     param = "completep" if job.variant == "completep" else "mup"
-    return "mlp_residual", {"parameterization": param, "proxy": shape, "base": base}, {}
+    return "mlp_residual", {"parameterization": param, "proxy": shape, "base": base}
 
 
 def _run(args: tuple[Job, dict[str, Any]]) -> tuple[Job, float, float]:
@@ -74,38 +112,38 @@ def _run(args: tuple[Job, dict[str, Any]]) -> tuple[Job, float, float]:
 
     torch.set_num_threads(1)
     job, opts = args
-    name, scale, extra = _scale_config(job, opts)
-    params: dict[str, Any] = {"lr": 2.0**job.log2_lr, **extra}
-    if job.variant != "sp":
-        params.update(opts["mup_base"])
+    name, scale = _scale_config(job, opts)
+    params: dict[str, Any] = {**opts["experiments"][job.exp].base, "lr": 2.0**job.log2_lr}
     t0 = time.perf_counter()
     res = run_proxy(name, params, scale, seed=job.seed, data_seed=job.seed,
-                    seq_len=opts["tf_seq"], measure_every=10**9)
+                    seq_len=opts["tf_seq"], measure_every=10**9, device=opts["device"])
     loss = res.metrics.get("val_loss", math.nan)
     return job, loss, time.perf_counter() - t0
 
 
-def _cost(job: Job) -> float:
+def _cost(job: Job, opts: dict[str, Any]) -> float:
+    """Relative cost of a job, for the ETA and to start the longest jobs first."""
+    steps = opts["experiments"][job.exp].steps
     if job.exp == "transformer":
-        return job.steps * (job.scale / 64) ** 2 * 8 + job.steps
+        return steps * ((job.scale / 64) ** 2 * 8 + 1)
     if job.exp == "depth":
-        return job.steps * job.scale * 0.5
-    return job.steps * (job.scale / 128) ** 2 + job.steps * 0.5
+        return steps * job.scale * 0.5
+    return steps * ((job.scale / 128) ** 2 + 0.5)
 
 
 def _pool_run(jobs: list[Job], opts: dict[str, Any], procs: int,
               label: str) -> list[tuple[Job, float, float]]:
-    jobs = sorted(jobs, key=_cost, reverse=True)
-    total = sum(_cost(j) for j in jobs)
+    jobs = sorted(jobs, key=lambda j: _cost(j, opts), reverse=True)
+    total = sum(_cost(j, opts) for j in jobs)
     done_cost = 0.0
     out: list[tuple[Job, float, float]] = []
     start = time.perf_counter()
     next_report = 0.0
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn" if opts["device"] == "cuda" else "fork")
     with ctx.Pool(procs) as pool:
         for res in pool.imap_unordered(_run, [(j, opts) for j in jobs]):
             out.append(res)
-            done_cost += _cost(res[0])
+            done_cost += _cost(res[0], opts)
             frac = done_cost / total
             if frac >= next_report or len(out) == len(jobs):
                 el = time.perf_counter() - start
@@ -126,161 +164,352 @@ def vertex(log2_lrs: np.ndarray, losses: np.ndarray) -> tuple[float, bool]:
     a, b, _ = np.polyfit(x, y, 2)
     if a <= 0:
         return float(log2_lrs[i]), True
-    v = -b / (2 * a)
-    return float(np.clip(v, x[0], x[2])), True
+    return float(np.clip(-b / (2 * a), x[0], x[2])), True
 
 
-def _grid(center: float, lo: float, hi: float) -> list[float]:
-    return [center + k * 0.5 for k in range(int(lo * 2), int(hi * 2) + 1)]
-
-
-def _probe(exp: str, variant: str, scale: int, opts: dict[str, Any], procs: int,
-           steps: int) -> float:
-    """Coarse 1-octave sweep at the base scale, one seed: where to centre the grids."""
-    jobs = [Job(exp, variant, scale, float(e), 0, steps) for e in range(-14, 0)]
-    res = _pool_run(jobs, opts, procs, f"{exp} probe")
-    res.sort(key=lambda r: r[0].log2_lr)
+def _probe_curve(exp: Experiment, variant: str, scale: int, lrs: list[float],
+                 opts: dict[str, Any], procs: int) -> float:
+    jobs = [Job(exp.name, variant, scale, lr, 0) for lr in lrs]
+    res = sorted(_pool_run(jobs, opts, procs, f"{exp.name} probe {variant}@{scale}"),
+                 key=lambda r: r[0].log2_lr)
     x = np.array([r[0].log2_lr for r in res])
-    y = np.array([r[1] for r in res])
-    v, _ = vertex(x, y)
-    return round(v * 2) / 2
+    y = np.array([r[1] if math.isfinite(r[1]) else np.inf for r in res])
+    return vertex(x, y)[0]
 
 
-def analyse(results: list[tuple[Job, float, float]], exp: str, variants: list[str],
-            scales: list[int], cap: float) -> dict[str, Any]:
+def centres(exp: Experiment, opts: dict[str, Any], procs: int) -> dict[str, dict[int, float]]:
+    """Grid centre per (variant, scale): one-seed, one-octave probes at both ends.
+
+    The smallest scale is shared (both variants coincide there by construction); the
+    largest is probed per variant around the base optimum (SP mostly below it). Scales in
+    between get the log-linear interpolation, rounded to the half octave.
+    """
+    c0 = _probe_curve(exp, exp.variants[1], exp.scales[0], [float(e) for e in range(-14, 0)],
+                      opts, procs)
+    c0 = round(c0 * 2) / 2
+    out: dict[str, dict[int, float]] = {}
+    s0, s1 = exp.scales[0], exp.scales[-1]
+    for k, var in enumerate(exp.variants):
+        lo, hi = (-7, 2) if k == 0 else (-3, 3)
+        c1 = _probe_curve(exp, var, s1, [c0 + e for e in range(lo, hi + 1)], opts, procs)
+        out[var] = {
+            s: round((c0 + (c1 - c0) * math.log(s / s0) / math.log(s1 / s0)) * 2) / 2
+            for s in exp.scales
+        }
+        print(f"[{exp.name}] grid centres {var}: {out[var]}", flush=True)
+    return out
+
+
+def grid(centre: float, points: int) -> list[float]:
+    """``points`` half-octave log2 LRs around ``centre`` (one more below than above)."""
+    below = points // 2
+    return [centre + 0.5 * (k - below) for k in range(points)]
+
+
+def _seed_optimum(rows: list[tuple[Job, float, float]], lrs: list[float], seed: int,
+                  cap: float) -> float:
+    y = [next((min(r[1], cap) if math.isfinite(r[1]) else cap for r in rows
+               if r[0].log2_lr == lr and r[0].seed == seed), cap) for lr in lrs]
+    return vertex(np.array(lrs), np.array(y))[0]
+
+
+def analyse(results: list[tuple[Job, float, float]], exp: Experiment,
+            cap: float) -> dict[str, Any]:
+    """Per variant and scale: seed-mean curve, optimum (vertex), per-seed optima, best loss."""
     out: dict[str, Any] = {"variants": {}}
-    for var in variants:
+    seeds = sorted({r[0].seed for r in results})
+    for var in exp.variants:
         per: dict[str, Any] = {}
-        for s in scales:
-            rows = [r for r in results if r[0].exp == exp and r[0].variant == var
-                    and r[0].scale == s]
+        for s in exp.scales:
+            rows = [r for r in results if r[0].variant == var and r[0].scale == s]
             lrs = sorted({r[0].log2_lr for r in rows})
-            mean, std = [], []
-            for lr in lrs:
-                vals = [min(r[1], cap) if math.isfinite(r[1]) else cap
-                        for r in rows if r[0].log2_lr == lr]
-                mean.append(float(np.mean(vals)))
-                std.append(float(np.std(vals)))
+            vals = [[min(r[1], cap) if math.isfinite(r[1]) else cap
+                     for r in rows if r[0].log2_lr == lr] for lr in lrs]
+            mean = [float(np.mean(v)) for v in vals]
             v, interior = vertex(np.array(lrs), np.array(mean))
-            per[str(s)] = {"log2_lr": lrs, "mean": mean, "std": std, "optimum": v,
-                           "interior": interior, "best_loss": float(min(mean))}
-        opts_ = [per[str(s)]["optimum"] for s in scales]
+            i = int(np.argmin(mean))
+            per[str(s)] = {
+                "log2_lr": lrs, "mean": mean, "std": [float(np.std(v)) for v in vals],
+                "optimum": v, "interior": interior, "best_loss": mean[i],
+                "best_loss_std": float(np.std(vals[i])),
+                "seed_optima": [_seed_optimum(rows, lrs, sd, cap) for sd in seeds],
+                "diverged_runs": sum(1 for r in rows if not math.isfinite(r[1])),
+            }
+        optima = [per[str(s)]["optimum"] for s in exp.scales]
+        seed_drifts = [per[str(exp.scales[-1])]["seed_optima"][k]
+                       - per[str(exp.scales[0])]["seed_optima"][k] for k in range(len(seeds))]
         out["variants"][var] = {
             "curves": per,
-            "drift_octaves": opts_[-1] - opts_[0],
-            "spread_octaves": max(opts_) - min(opts_),
+            "drift_octaves": optima[-1] - optima[0],
+            "spread_octaves": max(optima) - min(optima),
+            "seed_drifts": seed_drifts,
         }
     return out
 
 
-def _table(exp: str, summary: dict[str, Any], scales: list[int], axis: str) -> None:
-    print(f"\n== {exp}: optimum log2 LR (parabola vertex) and best loss per {axis} ==")
-    print(f"{'variant':>10} " + " ".join(f"{s:>14}" for s in scales) +
-          "   drift  spread")
+def verdicts(exp: Experiment, summary: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets for this sweep, measured."""
+    ref, scaled = (summary["variants"][v] for v in exp.variants)
+    best_ref = [ref["curves"][str(s)]["best_loss"] for s in exp.scales]
+    best = [scaled["curves"][str(s)]["best_loss"] for s in exp.scales]
+    out = {
+        f"{exp.variants[1]} |drift| <= 0.5": abs(scaled["drift_octaves"]) <= 0.5,
+        f"{exp.variants[0]} |drift| >= 2.5": abs(ref["drift_octaves"]) >= 2.5,
+        f"{exp.variants[1]} spread <= 0.5": scaled["spread_octaves"] <= 0.5,
+        f"{exp.variants[1]} best loss <= {exp.variants[0]}'s at every scale":
+            all(b <= r + 1e-9 for b, r in zip(best, best_ref, strict=True)),
+        f"{exp.variants[1]} best loss improves with scale":
+            all(b1 < b0 for b0, b1 in itertools.pairwise(best)),
+    }
+    return out
+
+
+def _table(exp: Experiment, summary: dict[str, Any]) -> None:
+    print(f"\n== {exp.name}: optimum log2 LR (parabola vertex) / best seed-mean loss per "
+          f"{exp.axis} ==")
+    print(f"{'variant':>10} " + " ".join(f"{s:>15}" for s in exp.scales) +
+          "   drift  spread  per-seed drifts")
     for var, d in summary["variants"].items():
         cells = []
-        for s in scales:
+        for s in exp.scales:
             c = d["curves"][str(s)]
             flag = "" if c["interior"] else "*"
             cells.append(f"{c['optimum']:6.2f}{flag:1}/{c['best_loss']:6.3f}")
-        print(f"{var:>10} " + " ".join(f"{c:>14}" for c in cells) +
-              f"  {d['drift_octaves']:+6.2f}  {d['spread_octaves']:6.2f}")
+        seeds = ", ".join(f"{x:+.2f}" for x in d["seed_drifts"])
+        print(f"{var:>10} " + " ".join(f"{c:>15}" for c in cells) +
+              f"  {d['drift_octaves']:+6.2f}  {d['spread_octaves']:6.2f}  [{seeds}]")
     print("  (* = optimum on the grid edge)")
+    for target, ok in summary["targets"].items():
+        print(f"  {'PASS' if ok else 'MISS'}  {target}")
 
 
-def _plot(exp: str, summary: dict[str, Any], scales: list[int], axis: str,
-          path: pathlib.Path) -> None:
+def _plot(exp: Experiment, summary: dict[str, Any], path: pathlib.Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    variants = list(summary["variants"])
-    fig, axes = plt.subplots(1, len(variants), figsize=(6 * len(variants), 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
     cmap = plt.get_cmap("viridis")
-    for ax, var in zip(np.atleast_1d(axes), variants, strict=True):
+    lo = min(min(c["mean"]) for d in summary["variants"].values()
+             for c in d["curves"].values())
+    for ax, var in zip(axes[:2], exp.variants, strict=True):
         d = summary["variants"][var]
-        for k, s in enumerate(scales):
+        for k, s in enumerate(exp.scales):
             c = d["curves"][str(s)]
-            color = cmap(k / max(1, len(scales) - 1))
+            color = cmap(k / max(1, len(exp.scales) - 1))
             ax.errorbar(c["log2_lr"], c["mean"], yerr=c["std"], color=color,
-                        label=f"{axis} {s}", marker="o", ms=3, capsize=2)
+                        label=f"{exp.axis} {s}", marker="o", ms=3, capsize=2)
             ax.axvline(c["optimum"], color=color, ls=":", lw=1)
-        ax.set_title(f"{exp} — {var} (drift {d['drift_octaves']:+.2f} oct)")
+        ax.set_title(f"{exp.name} — {var} (drift {d['drift_octaves']:+.2f} oct)")
         ax.set_xlabel("log2 learning rate")
+        ax.set_ylabel("validation loss")
+        ax.set_ylim(lo - 0.05, lo + 1.0)
         ax.legend(fontsize=8)
-    np.atleast_1d(axes)[0].set_ylabel("validation loss")
-    lo = min(min(c["mean"]) for d in summary["variants"].values() for c in d["curves"].values())
-    np.atleast_1d(axes)[0].set_ylim(lo - 0.05, lo + 1.2)
+    ax = axes[2]
+    for var, marker in zip(exp.variants, ("s", "o"), strict=True):
+        d = summary["variants"][var]
+        xs = [math.log2(s) for s in exp.scales]
+        ys = [d["curves"][str(s)]["optimum"] for s in exp.scales]
+        ax.plot(xs, ys, marker=marker, label=var)
+        for x, s in zip(xs, exp.scales, strict=True):
+            so = d["curves"][str(s)]["seed_optima"]
+            ax.scatter([x] * len(so), so, s=8, alpha=0.4)
+    ax.set_xlabel(f"log2 {exp.axis}")
+    ax.set_ylabel("optimal log2 LR")
+    ax.set_title("optimum per scale (line: seed mean; dots: per seed)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def sweep(exp: Experiment, opts: dict[str, Any], procs: int, seeds: int, points: int,
+          out_dir: pathlib.Path) -> dict[str, Any]:
+    """Probe, sweep, analyse, print, plot and save one experiment."""
+    t0 = time.perf_counter()
+    c = centres(exp, opts, procs)
+    grids = {var: {s: grid(c[var][s], points) for s in exp.scales} for var in exp.variants}
+    jobs = [Job(exp.name, var, s, lr, seed) for var in exp.variants for s in exp.scales
+            for lr in grids[var][s] for seed in range(seeds)]
+    print(f"[{exp.name}] {len(jobs)} runs ({points} LRs × {len(exp.scales)} {exp.axis}s × "
+          f"{seeds} seeds × 2 variants, {exp.steps} steps each)", flush=True)
+    results = _pool_run(jobs, opts, procs, exp.name)
+    cap = math.log(128 if exp.name == "transformer" else 10) + 1.0
+    summary = analyse(results, exp, cap)
+    summary["targets"] = verdicts(exp, summary)
+    summary["grid_centres"] = c
+    summary["base_values"] = exp.base
+    summary["steps"] = exp.steps
+    summary["seeds"] = seeds
+    summary["wall_seconds"] = time.perf_counter() - t0
+    summary["run_seconds"] = sum(r[2] for r in results)
+    _table(exp, summary)
+    _plot(exp, summary, out_dir / f"mutransfer_{exp.name}.png")
+    (out_dir / f"mutransfer_{exp.name}.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+# ---- tuning the base multipliers through the service ---------------------------------------
+
+
+def _log_param(name: str, low: float, high: float) -> dict[str, Any]:
+    return {"name": name, "type": "float", "low": low, "high": high, "scale": "log"}
+
+
+TUNE_SPACE = [_log_param("lr", 2**-10, 2**-2), _log_param("mult.readout", 1 / 16, 16),
+              _log_param("init_std.embedding", 1 / 4, 32),
+              _log_param("init_std.readout", 1 / 4096, 1.0)]
+
+
+def tune(opts: dict[str, Any], budgets: tuple[int, int], seed: int = 0) -> dict[str, Any]:
+    """Tune the transformer's base values at its base width with two service studies.
+
+    A µP study (its ``scale`` names the base shape) with the ``gp`` designer gets
+    ``budgets[0]`` trials; a second study with the ``local`` designer (trust region around
+    the incumbent, diverged runs kept as a cliff map) imports the first one's trials and
+    refines for ``budgets[1]`` more. Trials run in this process, one at a time, through
+    the HTTP API of an in-process app (FastAPI TestClient) on a throwaway SQLite file.
+    """
+    import torch
+    from fastapi.testclient import TestClient
+
+    from hpo_service.api.app import create_app
+    from hpo_service.client import HPOClient
+    from hpo_service.client.training import run_proxy
+    from hpo_service.config import Settings
+    from hpo_service.db.base import utcnow
+    from hpo_service.db.database import Database
+    from hpo_service.db.migrate import upgrade_to_head
+    from hpo_service.domain import Role
+    from hpo_service.services import api_keys
+
+    torch.set_num_threads(1)
+    exp: Experiment = opts["experiments"]["transformer"]
+    name, scale = _scale_config(Job("transformer", "mup", exp.scales[0], 0.0, 0), opts)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Database(f"sqlite:///{tmp}/tune.db")
+        upgrade_to_head(db.engine)
+        now = utcnow()
+        ckey = api_keys.create_key(db, role=Role.CLIENT, tenant="bench", name="c", now=now).key
+        wkey = api_keys.create_key(db, role=Role.WORKER, tenant="bench", name="w", now=now).key
+        app = create_app(Settings(database_url=db.url, reclaim_interval_seconds=3600), db=db)
+        history: list[dict[str, Any]] = []
+        with TestClient(app) as http:
+            client = HPOClient(api_key=ckey, http=http)
+            worker = HPOClient(api_key=wkey, http=http)
+            study_ids = []
+            for stage, (algorithm, budget) in enumerate(zip(("gp", "local"), budgets,
+                                                             strict=True)):
+                study = client.create_study({
+                    "name": f"tf-base-{algorithm}", "family": "mutransfer-tune",
+                    "objective": {"metric": "val_loss", "goal": "minimize"},
+                    "space": {"parameters": TUNE_SPACE}, "algorithm": algorithm,
+                    "seed": seed, "scale": scale,
+                })
+                study_ids.append(study["id"])
+                if stage:
+                    done = [t for t in history if t["val_loss"] is not None]
+                    client.add_trials(study["id"], [
+                        {"params": t["params"],
+                         "result": {"metrics": {"val_loss": t["val_loss"]}}}
+                        for t in done])
+                for _ in range(budget):
+                    trial = worker.suggest(study["id"], "bench", 1)["trials"][0]
+                    res = run_proxy(name, trial["params"], study["scale"], seed=seed,
+                                    data_seed=seed, seq_len=opts["tf_seq"],
+                                    measure_every=10**9, device=opts["device"])
+                    loss = res.metrics.get("val_loss")
+                    if loss is None:
+                        worker.infeasible(trial["id"], "bench", "diverged")
+                    else:
+                        worker.complete(trial["id"], "bench", {"val_loss": loss})
+                    history.append({"stage": algorithm, "params": trial["params"],
+                                    "val_loss": loss})
+                    print(f"  [tune {algorithm}] trial {len(history)}: loss "
+                          f"{loss if loss is None else round(loss, 4)}  "
+                          f"{ {k: round(v, 4) for k, v in trial['params'].items()} }",
+                          flush=True)
+            best = client.best(study_ids[-1])[0]
+    values = {k: float(v) for k, v in best["params"].items()}
+    result = {
+        "how": "µP study at the base shape, gp designer then local designer (seeded with the "
+               "gp trials), in-process service over HTTP (TestClient), one seed",
+        "scale": scale, "budgets": list(budgets), "best": values,
+        "best_val_loss": best["result"]["metrics"]["val_loss"], "trials": history,
+        "seconds": time.perf_counter() - t0,
+    }
+    print(f"[tune] best {values} loss {result['best_val_loss']:.4f} "
+          f"({result['seconds']:.0f}s)", flush=True)
+    return result
+
+
+def _tf_base(path: pathlib.Path) -> dict[str, Any]:
+    if not path.exists():
+        print(f"[transformer] no {path.name}: untuned base values (run --parts tune first)")
+        return {}
+    best = json.loads(path.read_text())["best"]
+    return {k: v for k, v in best.items() if k != "lr"}
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--parts", default="mlp,transformer,depth")
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--parts", default="tune,mlp,transformer,depth")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--points", type=int, default=12, help="LRs per curve (half octaves)")
     ap.add_argument("--steps", type=int, default=200, help="MLP and depth steps")
     ap.add_argument("--tf-steps", type=int, default=100)
-    ap.add_argument("--mlp-widths", default="64,128,256,512")
-    ap.add_argument("--tf-widths", default="32,64,128,256")
+    ap.add_argument("--mlp-widths", default=None, help="default 64..512 (CUDA 128..2048)")
+    ap.add_argument("--tf-widths", default=None, help="default 32..256 (CUDA 64..1024)")
     ap.add_argument("--depths", default="2,4,8,16")
+    ap.add_argument("--depth-width", type=int, default=64)
+    ap.add_argument("--depth-schedule", default="linear",
+                    help="LR schedule of the depth sweep (constant is noisy at depth 16)")
     ap.add_argument("--tf-seq", type=int, default=32)
-    ap.add_argument("--tf-batch", type=int, default=8)
+    ap.add_argument("--tf-batch", type=int, default=8, help="sequences per step")
+    ap.add_argument("--tune-budget", default="30,12", help="gp trials, local trials")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run")
-    ap.add_argument("--readout-zero-init", type=int, default=1,
-                    help="µP runs start the readout at zero (mup's recommendation)")
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args()
+    import torch
+
+    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device == "cuda"
+    mlp_widths = a.mlp_widths or ("128,256,512,1024,2048" if cuda else "64,128,256,512")
+    tf_widths = a.tf_widths or ("64,128,256,512,1024" if cuda else "32,64,128,256")
     if a.quick:
-        a.seeds, a.steps, a.tf_steps = 1, 40, 20
-        a.mlp_widths, a.tf_widths, a.depths = "64,256", "32,64", "2,8"
-    opts: dict[str, Any] = {
-        "mlp_widths": [int(x) for x in a.mlp_widths.split(",")],
-        "tf_widths": [int(x) for x in a.tf_widths.split(",")],
-        "depths": [int(x) for x in a.depths.split(",")],
-        "depth_width": 64,
-        "tf_seq": a.tf_seq,
-        "tf_batch": a.tf_batch,
-        "mup_base": {"init_std.readout": 0.0} if a.readout_zero_init else {},
-    }
+        a.seeds, a.steps, a.tf_steps, a.points, a.tune_budget = 1, 40, 20, 6, "4,2"
+        mlp_widths, tf_widths, a.depths = "64,256", "32,64", "2,8"
     out_dir = pathlib.Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = a.parts.split(",")
-    report: dict[str, Any] = {"options": {**vars(a), **opts}}
+    tuned = out_dir / TUNED.name
+    ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
     experiments = {
-        "mlp": (["sp", "mup"], opts["mlp_widths"], "width", a.steps),
-        "transformer": (["sp", "mup"], opts["tf_widths"], "width", a.tf_steps),
-        "depth": (["unscaled", "completep"], opts["depths"], "depth", a.steps),
+        "mlp": Experiment("mlp", ("sp", "mup"), ints(mlp_widths), "width", a.steps, MLP_BASE),
+        "transformer": Experiment("transformer", ("sp", "mup"), ints(tf_widths), "width",
+                                  a.tf_steps, {}),
+        "depth": Experiment("depth", ("unscaled", "completep"), ints(a.depths), "depth",
+                            a.steps, {**DEPTH_BASE, "schedule": a.depth_schedule}),
     }
+    opts: dict[str, Any] = {"experiments": experiments, "depth_width": a.depth_width,
+                            "tf_seq": a.tf_seq, "tf_batch": a.tf_batch, "device": device}
+    print(f"device {device}; parts {a.parts}", flush=True)
     t_all = time.perf_counter()
-    for exp in parts:
-        variants, scales, axis, steps = experiments[exp]
-        t0 = time.perf_counter()
-        centre = _probe(exp, variants[1], scales[0], opts, a.procs, steps)
-        print(f"[{exp}] base-scale probe optimum ≈ 2^{centre}", flush=True)
-        grids = {variants[0]: _grid(centre, -5.5, 1.0) if exp != "depth"
-                 else _grid(centre, -4.0, 2.5),
-                 variants[1]: _grid(centre, -3.0, 3.0)}
-        jobs = [Job(exp, var, s, lr, seed, steps)
-                for var in variants for s in scales for lr in grids[var]
-                for seed in range(a.seeds)]
-        print(f"[{exp}] {len(jobs)} runs ({len(grids[variants[0]])}/{len(grids[variants[1]])}"
-              f" LRs × {len(scales)} {axis}s × {a.seeds} seeds × 2)", flush=True)
-        results = _pool_run(jobs, opts, a.procs, exp)
-        cap = math.log(128 if exp == "transformer" else 10) + 1.0
-        summary = analyse(results, exp, variants, scales, cap)
-        summary["wall_seconds"] = time.perf_counter() - t0
-        summary["probe_centre"] = centre
-        report[exp] = summary
-        _table(exp, summary, scales, axis)
-        _plot(exp, summary, scales, axis, out_dir / f"mutransfer_{exp}.png")
-        (out_dir / "mutransfer.json").write_text(json.dumps(report, indent=1))
-    report["wall_seconds"] = time.perf_counter() - t_all
-    (out_dir / "mutransfer.json").write_text(json.dumps(report, indent=1))
-    print(f"\nwrote {out_dir}/mutransfer.json and PNGs in {report['wall_seconds']:.0f}s")
+    for part in a.parts.split(","):
+        if part == "tune":
+            g, loc = ints(a.tune_budget)
+            tuned.write_text(json.dumps(tune(opts, (g, loc)), indent=1))
+            continue
+        exp = experiments[part]
+        if part == "transformer":
+            exp = Experiment(exp.name, exp.variants, exp.scales, exp.axis, exp.steps,
+                             _tf_base(tuned))
+            experiments[part] = exp
+        sweep(exp, opts, 1 if cuda else a.procs, a.seeds, a.points, out_dir)
+    print(f"\ndone in {time.perf_counter() - t_all:.0f}s; results in {out_dir}")
 
 
 if __name__ == "__main__":

@@ -157,7 +157,7 @@ class CharCorpus:
 
         return draw
 
-    def validation(self, n: int = 64) -> Batch:
+    def validation(self, n: int = 256) -> Batch:
         """``n`` evenly spaced validation windows, the same for every run."""
         _, val = self._split()
         starts = torch.linspace(0, len(val) - self.seq_len - 2, n).long()

@@ -39,6 +39,9 @@ from typing import Any
 
 import numpy as np
 
+# Run against this checkout even when another copy of the package is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 RESULTS = Path(__file__).parent / "results"
 METHODS = ["gp", "random", "sobol", "optuna_tpe", "optuna_gp"]
 

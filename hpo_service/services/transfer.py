@@ -10,7 +10,8 @@ stored one grown to the highest level found on its trials, and its version count
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -36,8 +37,15 @@ from hpo_service.engine.encoding import SpaceEncoder
 from hpo_service.engine.registry import make_designer
 from hpo_service.errors import InvalidInputError, NotFoundError
 from hpo_service.services.access import require_role, visible_study
-from hpo_service.transfer.designer import GuardOptions, RegionDesigner, narrowed_space
-from hpo_service.transfer.fit import FitOptions, fit_region
+from hpo_service.transfer.coords import with_coords
+from hpo_service.transfer.designer import (
+    SPACE_FILLING,
+    GuardOptions,
+    RegionDesigner,
+    narrowed_space,
+)
+from hpo_service.transfer.fit import FitOptions, Winners, fit_region
+from hpo_service.transfer.seeds import consensus_point, seed_phase_length, support_order
 from hpo_service.transfer.select import (
     SourceStudy,
     center_params,
@@ -174,38 +182,55 @@ def fit_in_session(
         )
         return record
     region: Box | Ellipsoid | None = None
+    winners = collect_winners(space, used, top_k=top_k, make_encoder=SpaceEncoder)
     if method != "warm_start":
-        winners = collect_winners(space, used, top_k=top_k, make_encoder=SpaceEncoder)
         result = fit_region(winners, method, _options(spec))
         region = result.region
         record["region"] = region.to_json()
         record["fit"] = result.notes
-    record["seeds"] = _seeds(space, used, region)
+    record["seeds"] = _seeds(space, used, region, winners)
     record["effective_space"] = _summary(space, region, record)
     return record
 
 
 def _seeds(
-    space: SearchSpace, used: Sequence[SourceStudy], region: Box | Ellipsoid | None
+    space: SearchSpace,
+    used: Sequence[SourceStudy],
+    region: Box | Ellipsoid | None,
+    winners: Winners,
 ) -> list[Params]:
-    """Each source's best trial in the new space, the most central first."""
+    """The consensus point, then the sources' best trials, supported and spread out.
+
+    When at least three sources agree, the local average of their winners around the
+    best-supported seed (``seeds.consensus_point``) goes first, keeping that seed's
+    categorical choices: it is the single best guess. The sources' bests follow in
+    ``seeds.support_order(spread=True)``: each next one is well supported by the other
+    sources and far from what is already proposed, so the first few points both probe
+    the likeliest places and cover the region for the model that takes over. Parameters
+    a source lacks take the region's centre (the cube's without a region).
+    """
+    encoder = SpaceEncoder(space)
     if region is not None:
         fill = center_params(space, region, SpaceEncoder)
     else:
-        fill = SpaceEncoder(space).decode(np.full(SpaceEncoder(space).dim, 0.5))
+        fill = encoder.decode(np.full(encoder.dim, 0.5))
+    ranking = support_order(winners)
+    if not ranking:
+        return []
+    z = consensus_point(winners, ranking[0])
     seeds: list[Params] = []
-    for source in used:
-        best = ranked(source)[:1]
+    for index in support_order(winners, spread=True, anchor=z):
+        best = ranked(used[index])[:1]
         if best:
             mapped = map_params(space, best[0].params, fill)
             if mapped not in seeds:
                 seeds.append(mapped)
-    encoder = SpaceEncoder(space)
-    if len(seeds) > 2:
-        x = encoder.encode_many(seeds)
-        middle = np.median(x, axis=0)
-        order = np.argsort(np.linalg.norm(x - middle, axis=1), kind="stable")
-        seeds = [seeds[i] for i in order]
+    if z is not None:
+        top = map_params(space, ranked(used[ranking[0]])[0].params, fill)
+        consensus = space.validate_params(with_coords(encoder, top, winners.names, z))
+        x = encoder.encode(consensus)
+        if not any(np.allclose(x, encoder.encode(s), rtol=0, atol=1e-9) for s in seeds):
+            seeds.insert(0, consensus)
     return seeds[:_MAX_SEEDS]
 
 
@@ -243,22 +268,47 @@ def _summary(
 
 
 def designer_for(config: StudyConfig, seed: int | None) -> Designer:
-    """The study's designer: its algorithm, confined to its region when it has one."""
+    """The study's designer: its algorithm, confined to its region when it has one.
+
+    With a region and a model-based designer, the seeds are the model's initial design
+    (``seeds.seed_phase_length`` points inside the region), and a GP starts modelling
+    right after it instead of running its own, longer, space-filling design. Random and
+    Sobol never learn, so they get every seed first. Without a region (warm start only)
+    every seed is proposed and the designer keeps its defaults.
+    """
     fitted = (config.transfer or {}).get("fitted")
     if not isinstance(fitted, dict) or (not fitted.get("region") and not fitted.get("seeds")):
         return make_designer(config, seed)
     region = region_from_json(fitted["region"]) if fitted.get("region") else None
+    model_based = config.algorithm not in SPACE_FILLING
+    phase = seed_phase_length(len(config.space.names)) if region and model_based else None
     return RegionDesigner[Suggestion](
         config,
         seed,
         region=region,
         seeds=list(fitted.get("seeds") or []),
-        make_inner=make_designer,
+        make_inner=make_designer if phase is None else _inner_factory(phase),
         make_encoder=SpaceEncoder,
         make_suggestion=Suggestion,
         version=int(fitted.get("version", 1)),
         guard=GuardOptions() if region is not None else None,
+        seed_phase=phase,
     )
+
+
+def _inner_factory(initial: int) -> Callable[[StudyConfig, int | None], Designer]:
+    """``make_designer``, with a GP's initial design shortened to ``initial`` points."""
+
+    def make(config: StudyConfig, seed: int | None) -> Designer:
+        inner = make_designer(config, seed)
+        if config.algorithm == "gp":
+            from hpo_service.engine.gp import GPDesigner
+
+            if isinstance(inner, GPDesigner) and inner.options.n_initial is None:
+                inner.options = replace(inner.options, n_initial=initial)
+        return inner
+
+    return make
 
 
 def region_view(

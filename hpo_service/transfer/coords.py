@@ -31,6 +31,7 @@ __all__ = [
     "numeric_names",
     "region_coords",
     "unconditional",
+    "with_coords",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -97,6 +98,21 @@ def region_coords(
         if name in params and space.is_active(name, params):
             out[i] = x[column[name]]
     return out
+
+
+def with_coords(
+    encoder: CubeEncoder, params: Params, names: Sequence[str], z: FloatArray
+) -> Params:
+    """``params`` moved to coordinates ``z`` (one per name), decoded to a valid assignment.
+
+    Parameters ``params`` lacks (inactive) and NaN coordinates keep their value.
+    """
+    x = encoder.encode(params)
+    column = {c.name: c.start for c in encoder.columns}
+    for name, v in zip(names, z, strict=True):
+        if name in params and math.isfinite(float(v)):
+            x[column[name]] = v
+    return encoder.decode(x)
 
 
 def fill_inactive(z: FloatArray, region: Box | Ellipsoid) -> FloatArray:

@@ -3,7 +3,11 @@
 ``RegionDesigner`` wraps any designer without widening the designer interface:
 
 1. **Seeds first.** The sources' best configurations, mapped into the new space, are
-   proposed before anything else, tagged ``transfer_seed``.
+   proposed before anything else, tagged ``transfer_seed``, in the order given (the
+   service puts the best-supported first, ``seeds.py``). With ``seed_phase`` set, the
+   seeds stop once that many trials of the history lie inside the region: they serve as
+   the inner model's initial design, and past it the model's proposals beat the
+   remaining, less supported, seeds.
 2. **Narrowed space.** The inner designer is built for a copy of the study whose space is
    the region's bounding box in natural units (int ranges, ordinal grids and categorical
    choices cut to what the region keeps). A GP therefore normalises its inputs to the box
@@ -57,16 +61,20 @@ from hpo_service.transfer.coords import (
     fill_inactive,
     region_coords,
     unconditional,
+    with_coords,
 )
 
 __all__ = [
+    "SPACE_FILLING",
     "GuardOptions",
     "RegionDesigner",
     "narrowed_space",
 ]
 
 REGION_SOURCE = "transfer_region"
-_SPACE_FILLING = frozenset({"random", "sobol"})
+# Designers without a model: their proposals do not improve with data, so seeds (where
+# earlier tasks did well) stay better than their points for as long as seeds remain.
+SPACE_FILLING = frozenset({"random", "sobol"})
 _MAX_REJECTION_ROUNDS = 4
 
 
@@ -220,6 +228,8 @@ class RegionDesigner(Generic[S]):
         make_suggestion: builds the suggestion type the caller stores.
         version: the region's stored version (expansions count on from it).
         guard: when to grow the region; None disables the guard.
+        seed_phase: stop proposing seeds once this many trials (seeds or not, finished
+            or pending) lie inside the current region; None proposes every seed.
     """
 
     def __init__(
@@ -234,6 +244,7 @@ class RegionDesigner(Generic[S]):
         make_suggestion: Callable[[Params, str, dict[str, Any]], S],
         version: int = 1,
         guard: GuardOptions | None = None,
+        seed_phase: int | None = None,
     ) -> None:
         self.config = config
         self.seed = seed
@@ -244,6 +255,7 @@ class RegionDesigner(Generic[S]):
         self.make_suggestion = make_suggestion
         self.version = version
         self.guard = guard if guard is not None else GuardOptions()
+        self.seed_phase = seed_phase
         self.encoder = make_encoder(config.space)
         self._cells: dict[str, tuple[FloatArray, list[tuple[float, float]]]] = {}
         for name in config.space.names:
@@ -270,13 +282,14 @@ class RegionDesigner(Generic[S]):
                 self.expanded_because = reason
 
     def suggest(self, count: int) -> list[S]:
-        """Untried seeds first, then ``count`` minus those from the region."""
+        """Untried seeds first (while the seed phase lasts), then the region's proposals."""
         if count <= 0:
             return []
         known = {_key(t.params) for t in (*self._completed, *self._pending)}
         out: list[S] = []
+        room = self._seed_room()
         for params in self.seeds:
-            if len(out) == count:
+            if len(out) >= min(count, room):
                 break
             if _key(params) in known:
                 continue
@@ -285,6 +298,13 @@ class RegionDesigner(Generic[S]):
         if len(out) < count:
             out += self._from_region(count - len(out), out, known)
         return out
+
+    def _seed_room(self) -> int:
+        """How many more seeds the seed phase allows (see ``seed_phase``)."""
+        if self.seed_phase is None:
+            return len(self.seeds)
+        inside = sum(self.inside(t.params) for t in (*self._completed, *self._pending))
+        return max(0, self.seed_phase - inside)
 
     # -- the region --------------------------------------------------------------------
 
@@ -354,7 +374,7 @@ class RegionDesigner(Generic[S]):
     ) -> list[S]:
         out: list[S] = []
         rng = np.random.default_rng(None if self.seed is None else [self.seed, len(known)])
-        if self.config.algorithm in _SPACE_FILLING:
+        if self.config.algorithm in SPACE_FILLING:
             ask = count * max(2, math.ceil(1.5 / max(self._acceptance(region), 0.02)))
             for _ in range(_MAX_REJECTION_ROUNDS):
                 for s in inner.suggest(ask):
@@ -391,12 +411,7 @@ class RegionDesigner(Generic[S]):
         return region.volume_fraction() / max(box_volume * cats, 1e-12)
 
     def _with_coords(self, params: Params, region: Box | Ellipsoid, z: FloatArray) -> Params:
-        x = self.encoder.encode(params)
-        column = {c.name: c.start for c in self.encoder.columns}
-        for name, v in zip(region.names, z, strict=True):
-            if name in params:
-                x[column[name]] = v
-        return self.encoder.decode(x)
+        return with_coords(self.encoder, params, region.names, z)
 
     def _pull(self, params: Params, region: Ellipsoid) -> Params | None:
         z = region.pull_inside(self._coords(params, region))[0]

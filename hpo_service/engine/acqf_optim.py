@@ -7,10 +7,13 @@ GPSampler takes, implemented here with BoTorch acquisition functions):
 
 1. scores a scrambled Sobol sample of valid points together with perturbations of the
    best observed points (local refinement is where most of the late gains are);
-2. starts from the best raw point and a Boltzmann draw of the others (diverse but good);
-3. alternates L-BFGS-B over the continuous columns, preconditioned by the model's
-   lengthscales so every direction has a similar curvature, with an exhaustive sweep over
-   the choices of each categorical and small integer/ordinal parameter;
+2. starts from the best raw point, the best point near the incumbent, and a draw of
+   Sobol points with probability proportional to the acquisition value (diverse but
+   good);
+3. alternates L-BFGS-B over the continuous columns — one run per restart, each with its
+   own stopping test — preconditioned by the model's lengthscales so every direction has
+   a similar curvature, with an exhaustive sweep over the choices of each categorical
+   and small integer/ordinal parameter;
 4. only ever evaluates projected points, so what it scores is exactly what is proposed.
 
 q-batches (``q > 1``) are optimised jointly: start batches are drawn from the best

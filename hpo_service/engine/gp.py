@@ -20,7 +20,12 @@ One request, start to finish:
 4. **Model.** ``gp_model.fit_gp``: a ``SingleTaskGP`` with standardised outcomes, ARD
    Matérn-5/2 over the encoded cube (one-hot categoricals), MAP hyperparameters
    warm-started from the study's previous request.
-5. **Acquisition.** One objective: ``qLogNoisyExpectedImprovement``; several:
+5. **Acquisition.** One objective, one point, nothing pending and no outcome
+   constraints: closed-form ``LogExpectedImprovement`` over the best observed value
+   (exact, deterministic and cheap, so the optimiser can afford more restarts). Otherwise
+   one objective: ``qLogNoisyExpectedImprovement`` whose baseline is the 64 best rows
+   (the incumbent is among them; a baseline of all rows costs a joint posterior over
+   every row per evaluation); several:
    ``qLogNoisyExpectedHypervolumeImprovement`` with a reference point just beyond the
    observed nadir. Outcome constraints become constraint callables on extra model
    outputs (feasibility-weighted improvement). Every pending trial is ``X_pending``, so

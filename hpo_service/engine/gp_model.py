@@ -16,9 +16,11 @@ ten times worse. Two things matter:
   request's optimum (a bounded, thread-safe module cache keyed by the study). With a
   warm start the fit needs a few iterations; a cold start from the cube-sized defaults is
   added when the data grew a lot since the cached fit, so a stale optimum cannot trap
-  the model. The fitted values are then loaded into a ``SingleTaskGP`` (zero mean, ARD
-  Matérn-5/2, ``Standardize`` outcome transform) whose posterior BoTorch's acquisition
-  functions use.
+  the model. From 500 usable rows on, the cached hyperparameters are reused until the
+  history has grown by 5% (``REFIT_MIN_ROWS``, ``REFIT_GROWTH``): at that size one more
+  trial moves them by little, and the fit is most of a request. The fitted values are
+  then loaded into a ``SingleTaskGP`` (zero mean, ARD Matérn-5/2, ``Standardize``
+  outcome transform) whose posterior BoTorch's acquisition functions use.
 
 Categorical parameters enter the kernel through their one-hot columns, each with its own
 lengthscale: two different choices are at a learned, choice-specific distance, as in a

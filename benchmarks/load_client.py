@@ -81,6 +81,12 @@ class Connection:
     async def post(self, path: str, body: Any) -> Response:
         return await self.send(self.encode(path, body))
 
+    def abort(self) -> None:
+        """Drop the connection now (used when a request is abandoned mid-flight)."""
+        if self._writer is not None:
+            self._writer.transport.abort()
+        self._reader = self._writer = None
+
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.close()

@@ -115,11 +115,6 @@ class TrialRepository:
             out[m.trial_id].append(m)
         return out
 
-    def add_measurement(self, row: MeasurementRow) -> None:
-        """Append an intermediate measurement."""
-        self.session.add(row)
-        self.session.flush()
-
     def all_for_study(self, study_id: str) -> Sequence[TrialRow]:
         """Every trial of a study in number order (the designer's history)."""
         stmt = select(TrialRow).where(TrialRow.study_id == study_id).order_by(TrialRow.number)

@@ -7,13 +7,10 @@ GPSampler takes, implemented here with BoTorch acquisition functions):
 
 1. scores a scrambled Sobol sample of valid points together with perturbations of the
    best observed points (local refinement is where most of the late gains are);
-2. starts from the best raw point, the best point near the incumbent, and a draw of
-   Sobol points with probability proportional to the acquisition value (diverse but
-   good);
-3. alternates L-BFGS-B over the continuous columns — one run per restart, each with its
-   own stopping test — preconditioned by the model's lengthscales so every direction has
-   a similar curvature, with an exhaustive sweep over the choices of each categorical
-   and small integer/ordinal parameter;
+2. starts from the best raw point and a Boltzmann draw of the others (diverse but good);
+3. alternates L-BFGS-B over the continuous columns, preconditioned by the model's
+   lengthscales so every direction has a similar curvature, with an exhaustive sweep over
+   the choices of each categorical and small integer/ordinal parameter;
 4. only ever evaluates projected points, so what it scores is exactly what is proposed.
 
 q-batches (``q > 1``) are optimised jointly: start batches are drawn from the best
@@ -55,10 +52,13 @@ class AcqfOptions:
         maxiter: L-BFGS-B iterations per round of local search.
         perturbations: points drawn around the anchors (best observed points).
         rounds: alternations of continuous and discrete local search.
-        independent: run one L-BFGS-B per restart (True) or one over their sum (False).
+        independent: run one L-BFGS-B per restart instead of one over their sum.
         spread: for single points, draw the restarts other than the two best (overall and
             near the incumbent) from the Sobol points with probability proportional to
             the acquisition value itself, instead of Boltzmann weights over all points.
+            Both are off by default: with closed-form log EI on Hartmann-6 they found
+            the acquisition's maxima more exactly, and those sat on the boundary of the
+            cube more often (mean regret at 60 evaluations 0.2 against 0.08).
     """
 
     raw_samples: int = 1024
@@ -66,8 +66,8 @@ class AcqfOptions:
     maxiter: int = 100
     perturbations: int = 256
     rounds: int = 3
-    independent: bool = True
-    spread: bool = True
+    independent: bool = False
+    spread: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,9 +237,7 @@ def _spread_starts(values: FloatArray, n_sobol: int, n: int, rng: np.random.Gene
     sample and the rest lie around the best observed points. Drawing the remaining
     starts from the space-filling rows with weights ``exp(v - max v)`` (the acquisition
     value relative to the best, not a sharpened softmax) keeps starts in every region
-    that still promises improvement. Weighting all rows by z-scores concentrated every
-    start around the incumbent, and on Hartmann-6 the optimiser then never left a
-    local optimum it had found.
+    that still promises improvement (see ``AcqfOptions.spread`` for what it measured).
     """
     finite = np.where(np.isfinite(values), values, -np.inf)
     chosen = [int(np.argmax(finite))]
@@ -281,16 +279,15 @@ def _continuous_step(
     vals: FloatArray,
     scale: FloatArray,
     maxiter: int,
-    independent: bool = True,
+    independent: bool = False,
 ) -> tuple[FloatArray, FloatArray]:
     """L-BFGS-B over the free columns, then projection.
 
     The variables are ``x / lengthscale`` for the free columns: the acquisition varies
     on the scale of the lengthscales, so this makes its Hessian better conditioned.
-    With ``independent`` every restart is its own L-BFGS-B run with its own stopping
-    test; one run over the sum of all restarts (the alternative, cheaper per call)
-    shares one curvature model and one iteration budget between unrelated basins, and
-    on Hartmann-6 it left the restart that mattered unconverged. A batch keeps its old
+    By default one run moves all restarts together (one acquisition call per step for
+    all of them); with ``independent`` every restart is its own run with its own
+    stopping test (more calls, each local maximum found exactly). A batch keeps its old
     point unless the projected result is strictly better.
     """
     free = geometry.free

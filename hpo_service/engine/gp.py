@@ -20,12 +20,9 @@ One request, start to finish:
 4. **Model.** ``gp_model.fit_gp``: a ``SingleTaskGP`` with standardised outcomes, ARD
    Matérn-5/2 over the encoded cube (one-hot categoricals), MAP hyperparameters
    warm-started from the study's previous request.
-5. **Acquisition.** One objective, one point, nothing pending and no outcome
-   constraints: closed-form ``LogExpectedImprovement`` over the best observed value
-   (exact, deterministic and cheap, so the optimiser can afford more restarts). Otherwise
-   one objective: ``qLogNoisyExpectedImprovement`` whose baseline is the 64 best rows
-   (the incumbent is among them; a baseline of all rows costs a joint posterior over
-   every row per evaluation); several:
+5. **Acquisition.** One objective: ``qLogNoisyExpectedImprovement`` whose baseline is
+   the 64 best rows (the incumbent is among them; a baseline of all rows costs a joint
+   posterior over every row per evaluation); several:
    ``qLogNoisyExpectedHypervolumeImprovement`` with a reference point just beyond the
    observed nadir. Outcome constraints become constraint callables on extra model
    outputs (feasibility-weighted improvement). Every pending trial is ``X_pending``, so
@@ -96,11 +93,13 @@ class GPOptions:
         cache: where hyperparameters are warm-started from; None disables warm starts.
         mc_samples: quasi-MC samples of the acquisition function.
         analytic: use closed-form log EI when it is exact (one objective, no outcome
-            constraints, nothing pending, one point asked for).
+            constraints, nothing pending, one point asked for). Off by default: on
+            Hartmann-6 (10 seeds, 60 evaluations) it converged faster but stalled more
+            often, at the search-space boundary, than qLogNEI (mean regret 0.2 vs 0.08).
         baseline_cap: best rows qLogNEI takes as its baseline (candidates for the
             incumbent) with one objective.
-        mc_raw_samples: at most this many Sobol points are scored by a Monte-Carlo
-            acquisition (the perturbations around the best points come on top).
+        mc_raw_samples: at most this many Sobol points are scored when trials are
+            pending (the perturbations around the best points come on top).
     """
 
     n_initial: int | None = None
@@ -108,7 +107,7 @@ class GPOptions:
     acqf: AcqfOptions = field(default_factory=AcqfOptions)
     cache: HyperparameterCache | None = field(default_factory=default_cache)
     mc_samples: int = _MC_SAMPLES
-    analytic: bool = True
+    analytic: bool = False
     baseline_cap: int = 64
     mc_raw_samples: int = 256
 
@@ -275,24 +274,25 @@ class GPDesigner:
             rng=rng,
             anchors=data.x[top][data.feasible[top]] if data.feasible[top].any() else data.x[top],
             lengthscales=lengthscales,
-            # Independent restarts pay off where an evaluation is cheap (closed-form log
-            # EI); a Monte-Carlo acquisition is evaluated for all restarts at once in one
-            # run over their sum, which keeps a request within the latency target.
-            # Scoring the raw points dominates a Monte-Carlo request (each candidate is
-            # evaluated jointly with every pending point), so fewer are scored there.
-            options=(
-                self.options.acqf
-                if name == "LogEI"
-                else dataclasses.replace(
-                    self.options.acqf,
-                    independent=False,
-                    raw_samples=min(self.options.acqf.raw_samples, self.options.mc_raw_samples),
-                )
-            ),
+            options=self._acqf_options(len(pending_x)),
         )
         chosen = self._distinct(found.batches[0], found.ranked, data.x, pending_x)
         meta: dict[str, Any] = {"designer": "gp", "acquisition": name, "n_train": len(keep)}
         return [Suggestion(self.encoder.decode(row), metadata=dict(meta)) for row in chosen]
+
+    def _acqf_options(self, n_pending: int) -> AcqfOptions:
+        """The optimiser's effort: fewer scored Sobol points when trials are pending.
+
+        With pending points every candidate is evaluated jointly with all of them, so
+        scoring the raw points was half of such a request; the perturbations around the
+        best points (where most proposals come from late in a study) are kept.
+        """
+        opts = self.options.acqf
+        if n_pending == 0:
+            return opts
+        return dataclasses.replace(
+            opts, raw_samples=min(opts.raw_samples, self.options.mc_raw_samples)
+        )
 
     def _pending_x(self) -> FloatArray:
         return self.encoder.encode_many([t.params for t in self._pending])

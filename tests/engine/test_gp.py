@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
@@ -73,8 +74,7 @@ def test_goal_is_respected(goal: str, side: str) -> None:
     designer = GPDesigner(config, 0, FAST)
     designer.update(history, [])
     (s,) = designer.suggest(1)
-    # One point, nothing pending, no constraints: closed-form log EI is exact.
-    assert s.metadata["acquisition"] == "LogEI"
+    assert s.metadata["acquisition"] == "qLogNEI"
     x = float(s.params["x"])
     assert x < 0.2 if side == "low" else x > 0.8
 
@@ -284,3 +284,31 @@ def test_large_studies_reuse_hyperparameters_until_the_history_grows() -> None:
     _, a = fit_gp(x, y, cache=small, cache_key="k", n_total=30)
     _, b = fit_gp(x, y2, cache=small, cache_key="k", n_total=31)
     assert a != b
+
+
+def test_closed_form_log_ei_when_asked_and_exact() -> None:
+    points = _grid(8)
+    history = _trials(points, [{"f": (p["x"] - 0.3) ** 2} for p in points])  # type: ignore[operator]
+    config = StudyConfig(space=LINE, objective=Objective(metric="f"), algorithm="gp", seed=0)
+    options = dataclasses.replace(FAST, analytic=True)
+    designer = GPDesigner(config, 0, options)
+    designer.update(history, [])
+    (s,) = designer.suggest(1)
+    assert s.metadata["acquisition"] == "LogEI"
+    assert abs(float(s.params["x"]) - 0.3) < 0.15  # type: ignore[arg-type]
+    # Pending work makes the closed form inexact: back to qLogNEI.
+    pending = [Trial(id="p", study_id="s", number=9, params={"x": 0.3}, state=TrialState.ACTIVE)]
+    designer.update(history, pending)
+    assert designer.suggest(1)[0].metadata["acquisition"] == "qLogNEI"
+
+
+def test_spread_starts_take_the_best_the_best_near_the_incumbent_and_a_spread() -> None:
+    from hpo_service.engine.acqf_optim import _spread_starts
+
+    values = np.array([-1.0, -50.0, -2.0, -900.0, -0.5, -3.0])  # rows 4, 5 near the best
+    chosen = _spread_starts(values, n_sobol=4, n=4, rng=np.random.default_rng(0))
+    assert list(chosen[:1]) == [4]  # the best overall
+    assert 0 in chosen  # Sobol rows are weighted by exp(v - max v)
+    assert 2 in chosen
+    assert 3 not in chosen  # negligible acquisition: never a start
+    assert len(set(chosen.tolist())) == len(chosen)

@@ -216,6 +216,7 @@ class Window:
     async def timed(self, conn: Connection, name: str, raw: bytes) -> Any:
         t0 = time.perf_counter()
         r = await conn.send(raw)
+        self.lat["all"].append(1.0)  # warm-up included: the CPU-per-request denominator
         if t0 >= self.start:
             self.lat[name].append(time.perf_counter() - t0)
             if r.status >= 400:
@@ -329,7 +330,7 @@ async def bare(port: int, n: int, warmup: float, seconds: float) -> Latencies:
 def summarise(lat: Latencies, seconds: float) -> dict[str, dict[str, float]]:
     out = {}
     for name, values in lat.items():
-        if name in ("errors", "cut_off") or not values:
+        if name in ("errors", "cut_off", "all") or not values:
             continue
         arr = np.array(values) * 1000
         out[name] = {
@@ -387,6 +388,22 @@ def server_cpu_seconds(pgid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU seconds used so far by every PostgreSQL process (other users' queries too)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if "(postgres)" in raw:
+            fields = raw.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def wait_idle(pgid: int, limit: float = 60.0) -> float:
     """Wait until the server stops working off abandoned requests; seconds waited.
 
@@ -404,21 +421,31 @@ def wait_idle(pgid: int, limit: float = 60.0) -> float:
 
 
 def measure_cell(
-    port: int, bare_port: int, pgid: int, key: str, n: int, algorithm: str, plan: Plan
+    ports: tuple[int, int], pgids: tuple[int, int], key: str, n: int, algorithm: str, plan: Plan
 ) -> dict[str, Any]:
-    """``rounds`` rounds of the bare/report/heartbeat phases, then the full loop."""
+    """``rounds`` rounds of the bare/report/heartbeat phases, then the full loop.
+
+    ``ports`` and ``pgids`` name the service and the bare app, in that order.
+    """
+    (port, bare_port), (pgid, bare_pgid) = ports, pgids
     background = background_load()
     leased = asyncio.run(lease_for_hammer(port, key, _study(port, key, algorithm, f"h-{n}"), n))
     phases = ["insert", "report", "heartbeat"]
     lat: dict[str, Latencies] = {p: defaultdict(list) for p in phases}
     load: dict[str, list[dict[str, float]]] = {p: [] for p in phases}
+    cpu: dict[str, list[float]] = {p: [0.0, 0.0, 0.0] for p in phases}  # server, pg, requests
     for r in range(plan.rounds):
         for phase in phases[r % 3 :] + phases[: r % 3]:
             t = CpuSample.now()
+            group = bare_pgid if phase == "insert" else pgid
+            s0, p0 = server_cpu_seconds(group), postgres_cpu_seconds()
             if phase == "insert":
                 got = asyncio.run(bare(bare_port, n, plan.warmup, plan.seconds))
             else:
                 got = asyncio.run(hammer(port, key, leased, phase, plan.warmup, plan.seconds))
+            cpu[phase][0] += server_cpu_seconds(group) - s0
+            cpu[phase][1] += postgres_cpu_seconds() - p0
+            cpu[phase][2] += len(got.get("all", []))
             load[phase].append(CpuSample.now().since(t))
             for name, values in got.items():
                 lat[phase][name].extend(values)
@@ -436,11 +463,16 @@ def measure_cell(
         s = summarise(lat[phase], total)
         out[phase] = {**s[phase], "errors": s["errors"]["n"]}
         busy = [x["machine_busy"] for x in load[phase]]
-        cpu = sum(x["client_cpu_s"] for x in load[phase])
+        spent = sum(x["client_cpu_s"] for x in load[phase])
         out[phase]["machine_busy"] = float(np.mean(busy))
         # generator CPU per request, warm-up requests included (they are not counted)
         wall = sum(x["wall_s"] for x in load[phase])
-        out[phase]["client_us_per_req"] = 1e6 * cpu / max(out[phase]["rps"] * wall, 1)
+        out[phase]["client_us_per_req"] = 1e6 * spent / max(out[phase]["rps"] * wall, 1)
+        # CPU per request of the server processes (and of PostgreSQL): unlike rates and
+        # latencies, it hardly depends on how much CPU other users leave us.
+        server_s, pg_s, requests = cpu[phase]
+        out[phase]["server_cpu_ms_per_req"] = 1e3 * server_s / max(requests, 1)
+        out[phase]["postgres_cpu_ms_per_req"] = 1e3 * pg_s / max(requests, 1)
     out["loadavg_1m_after"] = os.getloadavg()[0]
     return out
 
@@ -467,7 +499,9 @@ def one_config(
         bare_proc = start_bare(bare_url, workers, bare_port, server_cpus)
         try:
             for n in clients:
-                cell = measure_cell(port, bare_port, service.pid, key, n, algorithm, plan)
+                cell = measure_cell(
+                    (port, bare_port), (service.pid, bare_proc.pid), key, n, algorithm, plan
+                )
                 row: dict[str, Any] = {
                     "backend": backend,
                     "processes": workers,
@@ -477,6 +511,9 @@ def one_config(
                 }
                 base = cell["insert"]
                 for ep in ("report", "heartbeat"):
+                    row[f"{ep}_cpu_ratio"] = (
+                        cell[ep]["server_cpu_ms_per_req"] + cell[ep]["postgres_cpu_ms_per_req"]
+                    ) / max(base["server_cpu_ms_per_req"] + base["postgres_cpu_ms_per_req"], 1e-9)
                     row[f"{ep}_rps_ratio"] = cell[ep]["rps"] / base["rps"]
                     row[f"{ep}_p99_ratio"] = cell[ep]["p99_ms"] / base["p99_ms"]
                 rows.append(row)
@@ -503,6 +540,9 @@ def print_row(row: dict[str, Any]) -> None:
         f" p99 {row['report_p99_ratio']:.2f}/{row['heartbeat_p99_ratio']:.2f}"
         f" | lease p50 {lease.get('p50_ms', float('nan')):6.1f}"
         f" cut {row['full_loop']['cut_off']['n']:.0f}"
+        f" | cpu/req {rep['server_cpu_ms_per_req']:.2f}+{rep['postgres_cpu_ms_per_req']:.2f}"
+        f"/{hb['server_cpu_ms_per_req']:.2f}+{hb['postgres_cpu_ms_per_req']:.2f}"
+        f" bare {base['server_cpu_ms_per_req']:.2f}+{base['postgres_cpu_ms_per_req']:.2f} ms"
         f" | busy bg {row['background']['busy']:.2f} run {rep['machine_busy']:.2f}"
         f" load {row['loadavg_1m_after']:.1f} | client {rep['client_us_per_req']:.0f} µs/req"
         f" | errors {errors:.0f}",

@@ -21,9 +21,10 @@ winners started at the best-supported seed. It averages away part of each source
 and shift, and stays in its mode. The seeds after it are ordered by support *and*
 distance to what was already proposed (``spread``), because the seed phase also serves
 as the initial design of the model that takes over, and near-duplicates teach it little.
-Measured on 12 draws of each benchmark family (random-search source histories), the
-consensus point was the better first proposal on average on five of the six families,
-and the spread order gave a better best-of-the-first-few on most (bench_transfer.py).
+On 12 draws of each family of ``benchmarks/bench_transfer.py`` (seven sources with 50
+random evaluations each; seeds evaluated alone, no model), the consensus point was the
+better first proposal on average on five of the six families (not on the large-shift
+one), and the spread order gave a better best-of-the-first-few on most of them.
 
 **Length: seeds are the initial design.** A model-based designer starts with a
 space-filling design only because it knows nothing yet; the seeds are a better initial

@@ -37,10 +37,11 @@ class EventRow(Base):
 
 
 def make_engine(url: str) -> Engine:
+    pool = int(os.environ.get("BARE_POOL_SIZE", "20"))  # same as the service's pool
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_size=20, max_overflow=20)
+        return create_engine(url, pool_size=pool, max_overflow=pool)
     engine = create_engine(
-        url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20
+        url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=pool
     )
 
     @event.listens_for(engine, "connect")

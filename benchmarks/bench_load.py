@@ -167,11 +167,17 @@ def _launch(argv: list[str], env: dict[str, str], cpus: str | None) -> subproces
     )
 
 
+def pool_size(workers: int) -> int:
+    """Connections per server process: 4 processes × 2 apps must fit max_connections=100."""
+    return 20 if workers == 1 else 6
+
+
 def start_service(
     db_url: str, workers: int, port: int, cpus: str | None
 ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPO_")}
     env["HPO_LOG_LEVEL"] = "warning"
+    env["HPO_DB_POOL_SIZE"] = str(pool_size(workers))
     argv = [sys.executable, "-m", "hpo_service", "serve", "--port", str(port)]
     argv += ["--workers", str(workers), "--database-url", db_url]
     proc = _launch(argv, env, cpus)
@@ -183,6 +189,7 @@ def start_bare(db_url: str, workers: int, port: int, cpus: str | None) -> subpro
     env = dict(
         os.environ,
         BARE_DATABASE_URL=db_url,
+        BARE_POOL_SIZE=str(pool_size(workers)),
         PYTHONPATH=os.pathsep.join([str(ROOT / "benchmarks"), str(ROOT)]),
     )
     argv = [sys.executable, str(ROOT / "benchmarks" / "bare_app.py"), "--port", str(port)]
@@ -499,9 +506,24 @@ def one_config(
         bare_proc = start_bare(bare_url, workers, bare_port, server_cpus)
         try:
             for n in clients:
-                cell = measure_cell(
-                    (port, bare_port), (service.pid, bare_proc.pid), key, n, algorithm, plan
-                )
+                try:
+                    cell = measure_cell(
+                        (port, bare_port), (service.pid, bare_proc.pid), key, n, algorithm, plan
+                    )
+                except (OSError, asyncio.IncompleteReadError, AssertionError) as exc:
+                    # a cell that breaks (a server out of connections, ...) is reported,
+                    # not allowed to lose the cells already measured
+                    print(f"  {backend} p={workers} N={n} {algorithm}: FAILED {exc!r}", flush=True)
+                    rows.append(
+                        {
+                            "backend": backend,
+                            "processes": workers,
+                            "clients": n,
+                            "algorithm": algorithm,
+                            "failed": repr(exc),
+                        }
+                    )
+                    continue
                 row: dict[str, Any] = {
                     "backend": backend,
                     "processes": workers,
@@ -628,7 +650,14 @@ def main() -> None:
     ]
     rows: list[dict[str, Any]] = []
     t0 = time.monotonic()
-    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    meta: dict[str, Any] = {
+        **vars(args),
+        "cpu_count": os.cpu_count(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "load_client": "benchmarks/load_client.py (raw asyncio HTTP/1.1, keep-alive)",
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{args.out}.json"
     for i, (backend, procs, algo) in enumerate(configs):
         eta = (time.monotonic() - t0) / i * (len(configs) - i) if i else float("nan")
         print(
@@ -637,17 +666,9 @@ def main() -> None:
             flush=True,
         )
         rows += one_config(backend, procs, clients, algo, plan, tmp, args.server_cpus)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {
-        **vars(args),
-        "cpu_count": os.cpu_count(),
-        "started": started,
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "load_client": "benchmarks/load_client.py (raw asyncio HTTP/1.1, keep-alive)",
-    }
-    out = RESULTS / f"{args.out}.json"
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    plot(rows, RESULTS / f"{args.out}.png")
+        meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))  # after every config
+    plot([r for r in rows if "failed" not in r], RESULTS / f"{args.out}.png")
     print(f"\nwrote {out} and {args.out}.png")
 
 

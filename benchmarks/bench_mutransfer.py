@@ -15,7 +15,11 @@ Four parts, run in order (``--parts``):
 - ``transformer``: 2-block pre-norm character transformer (QK-norm, head dim 32) on
   Python's standard-library sources, SP vs µP, widths 32…256 on CPU (``--tf-widths``).
 - ``depth``: residual pre-norm MLP at width 64, depths 2…16 (base 2), CompleteP (α=1,
-  residual ×1/L, block LR constant) vs an unscaled residual (µP without a depth rule).
+  residual ×1/L, block LR constant) vs an unscaled residual (µP without a depth rule), on
+  ``--depth-task`` (default ``mlp_deep_teacher``: labels from a 6-layer tanh teacher in
+  the chaotic regime, fresh samples every step, batch 256, 300 steps). The one-layer
+  teacher of the ``mlp`` part saturated at ≈0.58 for every depth, so depth could not help;
+  the deep teacher is a target whose loss falls with student depth.
 
 Protocol: Adam(W), a fixed step count and batch, the same batches for every LR (data seed =
 seed), ``--seeds`` seeds, ``--points`` LRs per curve on a half-octave log2 grid centred
@@ -98,11 +102,12 @@ def _scale_config(job: Job, opts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                  "tokens": tokens * exp.steps}
         base = {**shape, "width": exp.scales[0]}
         return "transformer", {"parameterization": job.variant, "proxy": shape, "base": base}
-    shape = {"width": opts["depth_width"], "depth": job.scale, "batch_size": 64,
-             "tokens": 64 * exp.steps}
+    batch = opts["depth_batch"]
+    shape = {"width": opts["depth_width"], "depth": job.scale, "batch_size": batch,
+             "tokens": batch * exp.steps}
     base = {**shape, "depth": exp.scales[0]}
     param = "completep" if job.variant == "completep" else "mup"
-    return "mlp_residual", {"parameterization": param, "proxy": shape, "base": base}
+    return opts["depth_task"], {"parameterization": param, "proxy": shape, "base": base}
 
 
 def _run(args: tuple[Job, dict[str, Any]]) -> tuple[Job, float, float]:
@@ -341,6 +346,9 @@ def sweep(exp: Experiment, opts: dict[str, Any], procs: int, seeds: int, points:
     summary["grid_centres"] = c
     summary["base_values"] = exp.base
     summary["steps"] = exp.steps
+    if exp.name == "depth":
+        summary["task"] = {"proxy": opts["depth_task"], "batch_size": opts["depth_batch"],
+                           "width": opts["depth_width"]}
     summary["seeds"] = seeds
     summary["wall_seconds"] = time.perf_counter() - t0
     summary["run_seconds"] = sum(r[2] for r in results)
@@ -458,7 +466,12 @@ def main() -> None:
     ap.add_argument("--parts", default="tune,mlp,transformer,depth")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--points", type=int, default=12, help="LRs per curve (half octaves)")
-    ap.add_argument("--steps", type=int, default=200, help="MLP and depth steps")
+    ap.add_argument("--steps", type=int, default=200, help="MLP steps")
+    ap.add_argument("--depth-steps", type=int, default=300)
+    ap.add_argument("--depth-batch", type=int, default=256)
+    ap.add_argument("--depth-task", default="mlp_deep_teacher",
+                    help="residual proxy of the depth sweep (mlp_deep_teacher, mlp_chars, "
+                         "mlp_residual)")
     ap.add_argument("--tf-steps", type=int, default=100)
     ap.add_argument("--mlp-widths", default=None, help="default 64..512 (CUDA 128..2048)")
     ap.add_argument("--tf-widths", default=None, help="default 32..256 (CUDA 64..1024)")
@@ -482,6 +495,7 @@ def main() -> None:
     tf_widths = a.tf_widths or ("64,128,256,512,1024" if cuda else "32,64,128,256")
     if a.quick:
         a.seeds, a.steps, a.tf_steps, a.points, a.tune_budget = 1, 40, 20, 6, "4,2"
+        a.depth_steps = 40
         mlp_widths, tf_widths, a.depths = "64,256", "32,64", "2,8"
     out_dir = pathlib.Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -492,9 +506,10 @@ def main() -> None:
         "transformer": Experiment("transformer", ("sp", "mup"), ints(tf_widths), "width",
                                   a.tf_steps, {}),
         "depth": Experiment("depth", ("unscaled", "completep"), ints(a.depths), "depth",
-                            a.steps, {**DEPTH_BASE, "schedule": a.depth_schedule}),
+                            a.depth_steps, {**DEPTH_BASE, "schedule": a.depth_schedule}),
     }
     opts: dict[str, Any] = {"experiments": experiments, "depth_width": a.depth_width,
+                            "depth_batch": a.depth_batch, "depth_task": a.depth_task,
                             "tf_seq": a.tf_seq, "tf_batch": a.tf_batch, "device": device}
     print(f"device {device}; parts {a.parts}", flush=True)
     t_all = time.perf_counter()

@@ -27,6 +27,8 @@ def _one_thread():
 SMALL = {
     "mlp": {"width": 32, "depth": 2, "batch_size": 32, "tokens": 32 * 20},
     "mlp_residual": {"width": 32, "depth": 2, "batch_size": 32, "tokens": 32 * 20},
+    "mlp_deep_teacher": {"width": 32, "depth": 2, "batch_size": 32, "tokens": 32 * 20},
+    "mlp_chars": {"width": 32, "depth": 2, "batch_size": 32, "tokens": 32 * 20},
     "mlp_digits": {"width": 32, "depth": 2, "batch_size": 32, "tokens": 32 * 20},
     "transformer": {"width": 32, "depth": 2, "batch_size": 4 * 64, "tokens": 4 * 64 * 20},
     "transformer_moe": {"width": 32, "depth": 2, "batch_size": 4 * 64, "tokens": 4 * 64 * 20,

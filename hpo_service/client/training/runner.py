@@ -21,7 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hpo_service.client.training.data import Batch, CharCorpus, Digits, TeacherStudent
+from hpo_service.client.training.data import (
+    Batch,
+    CharContext,
+    CharCorpus,
+    Digits,
+    TeacherStudent,
+)
 from hpo_service.client.training.models import MLP, Transformer, fan_in_defaults
 from hpo_service.client.training.sharpness import top_hessian_eigenvalue
 from hpo_service.domain.shape import ModelShape
@@ -31,6 +37,10 @@ from hpo_service.scaling.config import ScaleConfig, validate_scale
 from hpo_service.scaling.torch_setup import ScaledSetup
 
 __all__ = ["PROXIES", "ProxyResult", "ProxySpec", "build_proxy", "default_shape", "run_proxy"]
+
+DEEP_TEACHER_LAYERS = 6
+DEEP_TEACHER_GAIN = 2.0
+"""The ``mlp_deep_teacher`` target: 6 tanh layers at gain 2 (chaotic regime)."""
 
 MeasurementCallback = Callable[[int, dict[str, float]], bool]
 
@@ -57,6 +67,18 @@ PROXIES: dict[str, ProxySpec] = {
     "mlp_residual": ProxySpec(
         "teacher",
         ModelShape(width=128, depth=4, batch_size=64, tokens=64 * 300),
+        ModelShape(width=1024, depth=8, batch_size=256, tokens=256 * 2000),
+        residual=True,
+    ),
+    "mlp_deep_teacher": ProxySpec(
+        "deep_teacher",
+        ModelShape(width=64, depth=4, batch_size=64, tokens=64 * 300),
+        ModelShape(width=1024, depth=8, batch_size=256, tokens=256 * 2000),
+        residual=True,
+    ),
+    "mlp_chars": ProxySpec(
+        "char_context",
+        ModelShape(width=64, depth=4, batch_size=64, tokens=64 * 300),
         ModelShape(width=1024, depth=8, batch_size=256, tokens=256 * 2000),
         residual=True,
     ),
@@ -148,9 +170,10 @@ def build_proxy(name: str, setup: ScaledSetup, *, seq_len: int | None = None) ->
             **setup.defaults,
         }
         return Transformer(128, seq, setup, qk_norm=spec.qk_norm)
-    d_in = 64 if spec.kind == "digits" else 32
+    d_in, classes = {"digits": (64, 10), "char_context": (CharContext().d_in, 128)}.get(
+        spec.kind, (32, 10))
     setup.defaults = {**fan_in_defaults(base.width, d_in=d_in), **setup.defaults}
-    return MLP(d_in, 10, setup, residual=spec.residual)
+    return MLP(d_in, classes, setup, residual=spec.residual)
 
 
 def _schedule(kind: str, step: int, steps: int, warmup: int) -> float:
@@ -188,7 +211,7 @@ def run_proxy(
     """Train a built-in proxy once and report its validation loss.
 
     Args:
-        name: a key of ``PROXIES`` (``mlp``, ``mlp_residual``, ``mlp_digits``,
+        name: a key of ``PROXIES`` (``mlp``, ``mlp_residual``, ``mlp_chars``, ``mlp_digits``,
             ``transformer``, ``transformer_moe``).
         params: the trial's values: per-module hyperparameters (``lr.hidden``, ``lr``,
             ``init_std.readout``, ...) at the study's base shape, plus ``schedule``
@@ -280,8 +303,12 @@ def run_proxy(
 
 
 def _data(spec: ProxySpec, shape: ModelShape,
-          seq_len: int) -> tuple[TeacherStudent | Digits | CharCorpus, int]:
+          seq_len: int) -> tuple[TeacherStudent | Digits | CharCorpus | CharContext, int]:
     batch = shape.batch_size or 64
+    if spec.kind == "char_context":
+        return CharContext(), batch
+    if spec.kind == "deep_teacher":
+        return TeacherStudent(layers=DEEP_TEACHER_LAYERS, gain=DEEP_TEACHER_GAIN), batch
     if spec.kind == "chars":
         return CharCorpus(seq_len=seq_len), max(1, batch // seq_len)
     if spec.kind == "digits":
@@ -290,7 +317,7 @@ def _data(spec: ProxySpec, shape: ModelShape,
 
 
 @torch.no_grad()
-def _validate(model: nn.Module, source: TeacherStudent | Digits | CharCorpus,
+def _validate(model: nn.Module, source: TeacherStudent | Digits | CharCorpus | CharContext,
               dev: torch.device) -> float:
     model.eval()
     loss = float(_loss(model, source.validation(), dev))

@@ -185,7 +185,10 @@ def _nearest(values: list[Any], v: Any) -> Any:
 
 def _run_ours(problem: Problem, method: str, seed: int, budget: int) -> list[float]:
     from hpo_service.domain import Objective, StudyConfig, Trial, TrialState
+    from hpo_service.engine.gp_model import default_cache
     from hpo_service.engine.registry import make_designer
+
+    default_cache().clear()  # no warm start carried over from the previous run
 
     config = StudyConfig(
         space=problem.space, objective=Objective(metric="y"), algorithm=method, seed=seed

@@ -382,7 +382,11 @@ class GPDesigner:
         return out
 
     def _cache_key(self) -> str:
+        # The study id keeps two studies with the same space from sharing warm starts
+        # (and a large study from skipping a refit on another study's hyperparameters).
+        trials = self._completed or self._pending
         payload = {
+            "study": trials[0].study_id if trials else "",
             "space": self.config.space.model_dump(mode="json"),
             "objectives": [o.model_dump(mode="json") for o in self.objectives],
             "constraints": [c.model_dump(mode="json") for c in self.constraints],

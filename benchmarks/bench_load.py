@@ -133,7 +133,7 @@ def fresh_database(backend: str, tmp: Path) -> str:
 def drop_database(url: str) -> None:
     if url.startswith("sqlite"):
         path = Path(url.removeprefix("sqlite:///"))
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", ".key-secret"):
             path.with_name(path.name + suffix).unlink(missing_ok=True)
         return
     name = url.rsplit("/", 1)[1]

@@ -28,7 +28,11 @@ One request, start to finish:
    outputs (feasibility-weighted improvement). Every pending trial is ``X_pending``, so
    the proposal accounts for work in flight; ``count > 1`` is a joint q-batch.
 6. **Optimisation.** ``acqf_optim.maximize_acqf`` over valid encodings only; a proposal
-   that repeats a known point is replaced by the next best distinct one.
+   that repeats a known point is replaced by the next best distinct one. So is a proposal
+   within ``FAILED_RADIUS`` (per encoded coordinate) of a failed trial: failed trials
+   teach the model nothing, so without this a configuration that keeps crashing (e.g. a
+   diverging learning rate reported as ``fail``) is proposed again and again, each time
+   a hair away from the last.
 
 Randomness (Sobol scrambling, MC base samples, starts) is seeded from the study seed and
 the history size, so the same seed and history give the same suggestions.
@@ -77,9 +81,14 @@ from hpo_service.engine.gp_model import HyperparameterCache, default_cache, fit_
 from hpo_service.engine.random_search import SobolDesigner
 from hpo_service.engine.training_set import DEFAULT_CAP, select_training_rows
 
-__all__ = ["GPDesigner", "GPOptions", "initial_design_size"]
+__all__ = ["FAILED_RADIUS", "GPDesigner", "GPOptions", "initial_design_size"]
 
 _MC_SAMPLES = 128
+# Half-width, in encoded (unit-cube) coordinates, of the box around a failed trial that
+# proposals avoid: 2% of a parameter's (log) range (a factor of 1.26 on a learning rate
+# searched over five decades), small next to the basins a GP resolves, large enough that
+# a crashing configuration is left after a few failures rather than dozens.
+FAILED_RADIUS = 0.02
 
 
 @dataclass(frozen=True)
@@ -276,7 +285,9 @@ class GPDesigner:
             lengthscales=lengthscales,
             options=self._acqf_options(len(pending_x)),
         )
-        chosen = self._distinct(found.batches[0], found.ranked, data.x, pending_x)
+        chosen = self._distinct(
+            found.batches[0], found.ranked, data.x, pending_x, self._failed_x()
+        )
         meta: dict[str, Any] = {"designer": "gp", "acquisition": name, "n_train": len(keep)}
         return [Suggestion(self.encoder.decode(row), metadata=dict(meta)) for row in chosen]
 
@@ -292,6 +303,11 @@ class GPDesigner:
             return opts
         return dataclasses.replace(
             opts, raw_samples=min(opts.raw_samples, self.options.mc_raw_samples)
+        )
+
+    def _failed_x(self) -> FloatArray:
+        return self.encoder.encode_many(
+            [t.params for t in self._completed if t.state == TrialState.FAILED]
         )
 
     def _pending_x(self) -> FloatArray:
@@ -359,24 +375,38 @@ class GPDesigner:
         return multi, "qLogNEHVI"
 
     def _distinct(
-        self, batch: FloatArray, ranked: FloatArray, known: FloatArray, pending: FloatArray
+        self,
+        batch: FloatArray,
+        ranked: FloatArray,
+        known: FloatArray,
+        pending: FloatArray,
+        failed: FloatArray,
     ) -> list[FloatArray]:
-        """The batch, with points repeating a known or chosen point replaced."""
+        """The batch, with unusable points replaced by the next best candidates.
+
+        Unusable: repeating a known or already chosen point, or within ``FAILED_RADIUS``
+        of a failed trial. Sobol points fill in when no candidate is left.
+        """
         seen = {_key(row) for row in np.vstack([known, pending]) if len(row)}
+
+        def usable(row: FloatArray) -> bool:
+            if _key(row) in seen:
+                return False
+            return not len(failed) or bool(
+                (np.abs(failed - row).max(axis=-1) > FAILED_RADIUS).all()
+            )
+
         out: list[FloatArray] = []
-        for row in batch:
-            if _key(row) not in seen:
-                seen.add(_key(row))
-                out.append(row)
-        for row in ranked:
+        for row in [*batch, *ranked]:
             if len(out) == len(batch):
                 break
-            if _key(row) not in seen:
+            if usable(row):
                 seen.add(_key(row))
                 out.append(row)
         if len(out) < len(batch):
-            # Every candidate repeats a known point: a small discrete space that is nearly
-            # exhausted. Fill with Sobol points, which repeat only when it is exhausted.
+            # Every candidate repeats a known point or sits on a failed one: a small
+            # discrete space nearly exhausted, or a model that only wants the failed spot.
+            # Fill with Sobol points, which repeat only when the space is exhausted.
             extra = self._initial(len(batch) - len(out))
             out.extend(self.encoder.encode(s.params) for s in extra)
         return out

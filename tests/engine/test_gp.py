@@ -24,7 +24,7 @@ from hpo_service.domain import (
 )
 from hpo_service.engine.acqf_optim import AcqfOptions, MixedGeometry, maximize_acqf
 from hpo_service.engine.encoding import SpaceEncoder
-from hpo_service.engine.gp import GPDesigner, GPOptions, initial_design_size
+from hpo_service.engine.gp import FAILED_RADIUS, GPDesigner, GPOptions, initial_design_size
 from hpo_service.engine.gp_model import (
     REFIT_GROWTH,
     REFIT_MIN_ROWS,
@@ -312,3 +312,25 @@ def test_spread_starts_take_the_best_the_best_near_the_incumbent_and_a_spread() 
     assert 2 in chosen
     assert 3 not in chosen  # negligible acquisition: never a start
     assert len(set(chosen.tolist())) == len(chosen)
+
+
+@pytest.mark.parametrize("failed", [False, True])
+def test_a_failed_point_is_not_proposed_again(failed: bool) -> None:
+    # The model leads straight to x = 0.3; when a trial there failed (e.g. it crashed),
+    # the next proposal must go elsewhere rather than repeat it. The control (no failed
+    # trial) shows the proposal would otherwise land right there.
+    points = [p for p in _grid(10) if abs(float(p["x"]) - 0.3) > 0.01]
+    history = _trials(points, [{"f": (float(p["x"]) - 0.3) ** 2} for p in points])
+    if failed:
+        history.append(
+            Trial(id="f", study_id="s", number=50, params={"x": 0.3}, state=TrialState.FAILED)
+        )
+    config = StudyConfig(space=LINE, objective=Objective(metric="f"), algorithm="gp", seed=0)
+    designer = GPDesigner(config, 0, FAST)
+    designer.update(history, [])
+    (s,) = designer.suggest(1)
+    distance = abs(float(s.params["x"]) - 0.3)
+    if failed:
+        assert distance > FAILED_RADIUS
+    else:
+        assert distance < FAILED_RADIUS

@@ -10,6 +10,8 @@ whole fit. Instead:
 3. In a second transaction with the study row locked: if nobody created trials in the
    meantime, store and lease the new points; otherwise the pending set changed, so go
    back to step 2 with the fresh history (optimistic concurrency, bounded retries).
+   Points that end up not stored (a retry, a study paused meanwhile, a budget spent, a
+   failed write) are released from the pool, so they do not linger as pending points.
 
 So two concurrent requests, in one process or in several, never receive the same new
 point: the second always sees the first one's points as pending.
@@ -35,7 +37,7 @@ from hpo_service.db.models import StudyRow, TrialRow
 from hpo_service.db.repositories import TrialRepository
 from hpo_service.domain import Principal, Role, StudyConfig, StudyState, Trial, TrialState
 from hpo_service.engine.designer import Suggestion
-from hpo_service.engine.pool import designer_compute
+from hpo_service.engine.pool import designer_compute, history_key
 from hpo_service.services.access import require_role, visible_study
 from hpo_service.services.leases import extend, grant, reclaim_in_session
 from hpo_service.services.suggestion_pool import shared_pool
@@ -128,7 +130,9 @@ def _run_designer(study_id: str, snap: _Snapshot, deadline_s: float | None) -> l
         snap.wanted,
         compute,
         snap.config.space,
+        completed=[t.params for t in snap.completed],
         pending=[t.params for t in snap.pending],
+        history=history_key(snap.completed, snap.pending),
         seed=seed,
         deadline_s=deadline_s,
     )
@@ -201,26 +205,47 @@ def request_suggestions(
     for _ in range(_MAX_OPTIMISTIC_RETRIES):
         with _study_lock(study_id):
             suggestions = _run_designer(study_id, snap, deadline_s)
+            kept = 0
+            outcome: LeaseResult | None = None
+            try:
+                with db.write() as session:
+                    study = visible_study(session, principal, study_id, lock=True)
+                    repo = TrialRepository(session)
+                    if study.state != StudyState.ACTIVE.value:
+                        outcome = LeaseResult(result, StudyState(study.state))
+                    else:
+                        wanted = min(snap.wanted, _room(repo, study))
+                        if study.next_number == snap.next_number or wanted <= 0:
+                            rows = _store_new(
+                                repo, study, suggestions[:wanted], worker_id, now, lease_seconds
+                            )
+                            trials = [to_trial(r) for r in rows]
+                            outcome = LeaseResult(result + trials, StudyState.ACTIVE)
+                        else:
+                            snap = _snapshot(repo, study, wanted)
+                kept = len(outcome.trials) - len(result) if outcome is not None else 0
+            finally:
+                # Points not stored (retry, paused study, budget spent, failed write) must
+                # not stay "handed out": they would act as pending points for ttl_s.
+                shared_pool().release(study_id, [s.params for s in suggestions[kept:]])
+            if outcome is not None:
+                return outcome
+    # Heavy contention from other processes: decide with the study row locked throughout.
+    with _study_lock(study_id):
+        suggestions = []
+        kept = 0
+        try:
             with db.write() as session:
                 study = visible_study(session, principal, study_id, lock=True)
                 repo = TrialRepository(session)
-                if study.state != StudyState.ACTIVE.value:
-                    return LeaseResult(result, StudyState(study.state))
                 wanted = min(snap.wanted, _room(repo, study))
-                if study.next_number == snap.next_number or wanted <= 0:
-                    rows = _store_new(
-                        repo, study, suggestions[:wanted], worker_id, now, lease_seconds
-                    )
-                    return LeaseResult(result + [to_trial(r) for r in rows], StudyState.ACTIVE)
+                if study.state != StudyState.ACTIVE.value or wanted <= 0:
+                    return LeaseResult(result, StudyState(study.state))
                 snap = _snapshot(repo, study, wanted)
-    # Heavy contention from other processes: decide with the study row locked throughout.
-    with _study_lock(study_id), db.write() as session:
-        study = visible_study(session, principal, study_id, lock=True)
-        repo = TrialRepository(session)
-        wanted = min(snap.wanted, _room(repo, study))
-        if study.state != StudyState.ACTIVE.value or wanted <= 0:
-            return LeaseResult(result, StudyState(study.state))
-        snap = _snapshot(repo, study, wanted)
-        suggestions = _run_designer(study_id, snap, deadline_s)
-        rows = _store_new(repo, study, suggestions, worker_id, now, lease_seconds)
-        return LeaseResult(result + [to_trial(r) for r in rows], StudyState.ACTIVE)
+                suggestions = _run_designer(study_id, snap, deadline_s)
+                rows = _store_new(repo, study, suggestions, worker_id, now, lease_seconds)
+                trials = [to_trial(r) for r in rows]
+            kept = len(rows)
+        finally:
+            shared_pool().release(study_id, [s.params for s in suggestions[kept:]])
+        return LeaseResult(result + trials, StudyState.ACTIVE)

@@ -14,7 +14,7 @@ from hpo_service.domain import (
     TrialSource,
 )
 from hpo_service.engine.designer import Suggestion
-from hpo_service.engine.pool import PoolSettings, SuggestionPool, designer_compute
+from hpo_service.engine.pool import PoolSettings, SuggestionPool, _Pooled, designer_compute
 from hpo_service.engine.registry import make_designer
 
 SPACE = SearchSpace(
@@ -61,18 +61,155 @@ def test_slow_designer_falls_back_then_serves_from_pool() -> None:
         assert pool.wait_idle("s", 30)
         assert pool.pooled("s") == 2
         release.clear()
-        # The designer is slow again: the request cannot wait for a fresh run, so it
-        # gets the precomputed points, and the run it started refills the pool with a
-        # whole batch (the designer was slow, so it asks for refill_batch points).
+        # The designer is slow again: the request cannot wait for its own run, so it gets
+        # the precomputed points, tagged as such (made before its history), and its run
+        # asks for exactly the two points wanted.
         again = pool.suggest("s", 2, slow, SPACE, seed=3)
         assert [s.source for s in again] == [TrialSource.ENGINE, TrialSource.ENGINE]
+        assert all(s.metadata["pooled"] is True for s in again)
         assert {s.params["x"] for s in again} == {0.1, 0.2}
         release.set()
         assert pool.wait_idle("s", 30)
-        assert calls == [2, 4]
-        assert pool.pooled("s") == 4
+        assert calls == [2, 2]
+        # Its late run did not see the pooled points as pending (nobody had them yet), so
+        # it proposed them again: repeats of handed-out points are dropped.
+        assert pool.pooled("s") == 0
     finally:
         release.set()
+        pool.close()
+
+
+class _Blocking:
+    """A designer stub whose runs block until ``gate`` opens; records every call."""
+
+    def __init__(self, base: float) -> None:
+        self.gate = threading.Event()
+        self.base = base
+        self.calls: list[tuple[int, list[Params]]] = []
+
+    def __call__(self, count: int, extra: Sequence[Params]) -> list[Suggestion]:
+        self.calls.append((count, list(extra)))
+        self.gate.wait(30)
+        taken = {p["x"] for p in extra}
+        free = [round(self.base + 0.01 * i, 2) for i in range(1, 40)]
+        return [Suggestion({"x": x, "k": 1}) for x in free if x not in taken][:count]
+
+
+def test_refill_from_an_older_history_is_not_fresh() -> None:
+    old = _Blocking(0.1)
+    pool = SuggestionPool(PoolSettings(deadline_s=0.2, refill_batch=4))
+    try:
+        first = pool.suggest("s", 1, old, SPACE, history="h1", seed=0)
+        assert first[0].source == TrialSource.FALLBACK_RANDOM
+        old.gate.set()
+        assert pool.wait_idle("s", 30)  # the late run was slow: a point for the pool
+        old.gate.clear()
+        # Same history: the pooled point is as fresh as a new run; the designer is slow,
+        # so the request ends by starting a background refill (blocked here).
+        second = pool.suggest("s", 1, old, SPACE, history="h1", seed=0)
+        assert second[0].params["x"] == 0.11
+        assert "pooled" not in second[0].metadata
+        assert [c for c, _ in old.calls] == [1, 4]
+        # New results arrived (history h2): the refill in flight was started with h1, so
+        # the request does not wait for it but runs the designer itself, for exactly
+        # the one point it wants although the designer counts as slow.
+        new = _Blocking(0.5)
+        new.gate.set()
+        third = pool.suggest("s", 1, new, SPACE, history="h2", seed=0, deadline_s=5.0)
+        assert third[0].params["x"] == 0.51
+        assert "pooled" not in third[0].metadata
+        assert [c for c, _ in new.calls] == [1]
+        old.gate.set()
+        assert pool.wait_idle("s", 30)
+        # The refill's points were computed without h2's results: tagged when handed out.
+        blocked = _Blocking(0.8)
+        fourth = pool.suggest("s", 1, blocked, SPACE, history="h2", seed=0)
+        assert 0.1 < fourth[0].params["x"] < 0.2
+        assert fourth[0].metadata["pooled"] is True
+    finally:
+        for stub in (old, new, blocked):
+            stub.gate.set()
+        pool.close()
+
+
+def test_only_unstored_handed_out_points_are_extra_pending() -> None:
+    # The designer returns one point more than asked: the spare one stays in the pool.
+    def two(count: int, extra: Sequence[Params]) -> list[Suggestion]:
+        return [Suggestion({"x": 0.1, "k": 1}), Suggestion({"x": 0.2, "k": 1})][: count + 1]
+
+    recorded: list[list[Params]] = []
+
+    def record(count: int, extra: Sequence[Params]) -> list[Suggestion]:
+        recorded.append(list(extra))
+        return [Suggestion({"x": 0.3 + 0.01 * len(recorded), "k": 1})]
+
+    pool = SuggestionPool(PoolSettings(deadline_s=30.0))
+    try:
+        assert pool.suggest("s", 1, two, SPACE)[0].params == {"x": 0.1, "k": 1}
+        assert pool.pooled("s") == 1  # x = 0.2, handed to nobody
+        pool.suggest("s", 1, record, SPACE)
+        pool.suggest("s", 1, record, SPACE, completed=[{"x": 0.1, "k": 1}])
+        # The pooled point is not pending (nobody evaluates it); the handed-out 0.1 is,
+        # until the history holds it.
+        assert recorded[0] == [{"x": 0.1, "k": 1}]
+        assert {"x": 0.1, "k": 1} not in recorded[1]
+        assert all(p["x"] != 0.2 for extra in recorded for p in extra)
+    finally:
+        pool.close()
+
+
+def test_released_points_are_no_longer_pending() -> None:
+    recorded: list[list[Params]] = []
+
+    def record(count: int, extra: Sequence[Params]) -> list[Suggestion]:
+        recorded.append(list(extra))
+        return [Suggestion({"x": 0.1 * len(recorded), "k": 1})]
+
+    pool = SuggestionPool(PoolSettings(deadline_s=30.0))
+    try:
+        (got,) = pool.suggest("s", 1, record, SPACE)
+        assert pool.handed_out("s") == [got.params]
+        pool.release("s", [got.params])
+        assert pool.handed_out("s") == []
+        pool.suggest("s", 1, record, SPACE)
+        assert recorded[1] == []
+    finally:
+        pool.close()
+
+
+def test_fallback_reason_names_the_current_run_not_an_earlier_failure() -> None:
+    fail = True
+    gate = threading.Event()
+
+    def flaky(count: int, extra: Sequence[Params]) -> list[Suggestion]:
+        if fail:
+            raise RuntimeError("boom")
+        gate.wait(30)
+        return [Suggestion({"x": 0.5, "k": 1})]
+
+    pool = SuggestionPool(PoolSettings(deadline_s=0.2))
+    try:
+        assert "boom" in pool.suggest("s", 1, flaky, SPACE, seed=0)[0].metadata["reason"]
+        fail = False
+        reason = pool.suggest("s", 1, flaky, SPACE, seed=0)[0].metadata["reason"]
+        assert "failed" not in reason
+        assert "slower than the deadline" in reason
+    finally:
+        gate.set()
+        pool.close()
+
+
+def test_pending_and_completed_points_are_never_handed_out() -> None:
+    def fixed(count: int, extra: Sequence[Params]) -> list[Suggestion]:
+        return [Suggestion({"x": 0.5, "k": 2}), Suggestion({"x": 0.6, "k": 2})]
+
+    pool = SuggestionPool(PoolSettings(deadline_s=30.0))
+    try:
+        done, queued = {"x": 0.5, "k": 2}, {"x": 0.6, "k": 2}
+        out = pool.suggest("s", 1, fixed, SPACE, completed=[done], pending=[queued], seed=0)
+        assert out[0].params not in (done, queued)
+        assert out[0].source == TrialSource.FALLBACK_RANDOM
+    finally:
         pool.close()
 
 
@@ -89,7 +226,9 @@ def test_fresh_points_are_preferred_to_precomputed_ones() -> None:
     pool = SuggestionPool(PoolSettings(deadline_s=30.0))
     try:
         first = pool.suggest("s", 1, counting, SPACE)
-        pool._state("s").pool.append((Suggestion({"x": 0.9, "k": 1}), time.monotonic(), -1))
+        pool._state("s").pool.append(
+            _Pooled(Suggestion({"x": 0.9, "k": 1}), time.monotonic(), -1, None)
+        )
         second = pool.suggest("s", 1, counting, SPACE)
         assert [s.params["x"] for s in first + second] == [0.01, 0.02]
         assert pool.pooled("s") == 1

@@ -17,13 +17,14 @@ from hpo_service.domain import (
     Role,
     SearchSpace,
     StudyConfig,
+    StudyState,
     Trial,
     TrialSource,
 )
 from hpo_service.engine import registry
 from hpo_service.engine.designer import Suggestion
 from hpo_service.engine.pool import PoolSettings
-from hpo_service.services import studies, suggestions
+from hpo_service.services import studies, suggestions, trials
 from hpo_service.services.suggestion_pool import replace_pool, shared_pool
 from tests.builders import study
 
@@ -92,19 +93,110 @@ def test_slow_designer_gives_tagged_fallback_then_pooled_points(
     gate.open.set()
     assert shared_pool().wait_idle(sid, 30)
     assert shared_pool().pooled(sid) == 1  # the late run's point, x = 0.1
-    (second,) = worker.suggest(sid, "w2", 1)["trials"]
-    # The designer answered in time now: a fresh point, from a batch of refill_batch
-    # because its last run was slow (0.1 repeats the pooled point and is dropped).
-    assert second["source"] == TrialSource.ENGINE
-    assert second["params"] == {"x": 0.2}
-    assert gate.calls[:2] == [1, 4]
-    assert shared_pool().wait_idle(sid, 30)  # the background refill, if one started
     gate.open.clear()
-    # Blocked again: the request cannot wait, and is served from the pool, not the fallback.
-    (third,) = worker.suggest(sid, "w3", 1)["trials"]
-    assert third["source"] == TrialSource.ENGINE
-    assert third["params"]["x"] in {0.1, 0.3, 0.4}
-    assert third["metadata"]["pooled"] is True
+    # Blocked again: the request cannot wait for its own run, and is served from the pool
+    # (a point computed before the first trial existed, so tagged), not the fallback.
+    (second,) = worker.suggest(sid, "w2", 1)["trials"]
+    assert second["source"] == TrialSource.ENGINE
+    assert second["params"] == {"x": 0.1}
+    assert second["metadata"]["pooled"] is True
+    # Its own run asks for exactly the one point wanted, although the designer is slow.
+    assert gate.calls == [1, 1]
+
+
+def _request(db: Database, sid: str, count: int = 1, worker_id: str = "w") -> list[Trial]:
+    return suggestions.request_suggestions(
+        db, ME, sid, worker_id=worker_id, count=count, now=utcnow(), lease_seconds=60
+    ).trials
+
+
+def _sobol_study(db: Database) -> str:
+    return studies.create_study(
+        db,
+        ME,
+        studies.NewStudy(
+            name="release",
+            objective=Objective(metric="y"),
+            space=SearchSpace.model_validate(X_SPACE),
+            algorithm="sobol",
+            seed=1,
+        ),
+        default_max_attempts=3,
+    ).id
+
+
+@pytest.fixture
+def fresh_pool() -> Iterator[None]:
+    replace_pool(PoolSettings(deadline_s=30.0))
+    try:
+        yield
+    finally:
+        replace_pool()
+
+
+def test_points_of_a_paused_study_are_released(
+    db: Database, fresh_pool: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = _sobol_study(db)
+    run_designer = suggestions._run_designer
+
+    def then_pause(study_id: str, snap: object, deadline_s: float | None) -> list[Suggestion]:
+        out = run_designer(study_id, snap, deadline_s)  # type: ignore[arg-type]
+        studies.update_study(db, ME, sid, studies.StudyChanges(state=StudyState.PAUSED))
+        return out
+
+    monkeypatch.setattr(suggestions, "_run_designer", then_pause)
+    assert _request(db, sid) == []
+    assert shared_pool().handed_out(sid) == []
+
+
+def test_points_discarded_by_an_optimistic_retry_are_released(
+    db: Database, fresh_pool: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = _sobol_study(db)
+    run_designer = suggestions._run_designer
+    calls: list[int] = []
+
+    def then_queue(study_id: str, snap: object, deadline_s: float | None) -> list[Suggestion]:
+        out = run_designer(study_id, snap, deadline_s)  # type: ignore[arg-type]
+        if not calls:  # another request created a trial meanwhile: the first answer is void
+            trials.add_trials(db, ME, sid, [trials.NewTrial(params={"x": 0.5})], now=utcnow())
+        calls.append(1)
+        return out
+
+    monkeypatch.setattr(suggestions, "_run_designer", then_queue)
+    leased = _request(db, sid, 2)  # the queued trial came too late for this request
+    assert len(calls) == 2
+    assert len(leased) == 2
+    assert shared_pool().handed_out(sid) == [t.params for t in leased]
+
+
+def test_points_beyond_the_budget_and_of_a_failed_write_are_released(
+    db: Database, fresh_pool: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = _sobol_study(db)
+    run_designer = suggestions._run_designer
+
+    def then_shrink(study_id: str, snap: object, deadline_s: float | None) -> list[Suggestion]:
+        out = run_designer(study_id, snap, deadline_s)  # type: ignore[arg-type]
+        changes = studies.StudyChanges(max_trials=1, max_trials_set=True)
+        studies.update_study(db, ME, sid, changes)
+        return out
+
+    monkeypatch.setattr(suggestions, "_run_designer", then_shrink)
+    (leased,) = _request(db, sid, 3)  # asked for three, the budget shrank to one
+    assert shared_pool().handed_out(sid) == [leased.params]
+
+    def broken(*args: object, **kwargs: object) -> list[object]:
+        raise RuntimeError("disk full")
+
+    changes = studies.StudyChanges(max_trials=5, max_trials_set=True)
+    studies.update_study(db, ME, sid, changes)
+    monkeypatch.setattr(suggestions, "_run_designer", run_designer)
+    monkeypatch.setattr(suggestions, "_store_new", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        _request(db, sid, worker_id="w2")
+    assert shared_pool().handed_out(sid) == [leased.params]
 
 
 def test_concurrent_requests_never_receive_the_same_point(db: Database, gate: _Gate) -> None:

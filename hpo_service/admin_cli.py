@@ -17,6 +17,7 @@ from typing import IO, Any
 from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
+from hpo_service.db.key_secret_check import KeySecretMismatchError
 from hpo_service.db.migrate import upgrade_to_head
 from hpo_service.errors import HPOError
 from hpo_service.services import export
@@ -24,7 +25,12 @@ from hpo_service.services import export
 __all__ = ["add_admin_parsers", "cmd_export", "cmd_import"]
 
 
-def _database(args: argparse.Namespace) -> Database:
+def _database(args: argparse.Namespace, *, check_secret: bool = False) -> Database:
+    """Open and migrate the database; with ``check_secret``, refuse a foreign key secret.
+
+    ``import`` checks (it writes key rows, which must verify afterwards; the check also
+    records the secret of a fresh target); ``export`` only reads, under any secret.
+    """
     overrides = {"database_url": args.database_url} if args.database_url else {}
     settings = Settings(**overrides)
     db = Database(
@@ -34,6 +40,12 @@ def _database(args: argparse.Namespace) -> Database:
         key_secret=settings.key_secret,
     )
     upgrade_to_head(db.engine)
+    if check_secret:
+        try:
+            db.verify_key_secret()
+        except KeySecretMismatchError:
+            db.dispose()
+            raise
     return db
 
 
@@ -70,7 +82,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Load a file written by ``hpo export``, all or nothing."""
-    db = _database(args)
+    db = _database(args, check_secret=True)
     try:
         with _opened(args.input, "r") as source:
             counts = export.load(db, source, skip_existing=args.skip_existing, now=utcnow())

@@ -18,6 +18,7 @@ from hpo_service.client.worker_cli import add_worker_parser
 from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
+from hpo_service.db.key_secret_check import KeySecretMismatchError
 from hpo_service.db.migrate import upgrade_to_head
 from hpo_service.domain import Principal, Role
 from hpo_service.errors import HPOError
@@ -42,16 +43,27 @@ def _database(settings: Settings) -> Database:
     )
 
 
-def _migrate(settings: Settings) -> Database:
+def _migrate(settings: Settings, *, check_secret: bool = True) -> Database:
+    """Open and migrate the database; check its key-hash secret unless told not to.
+
+    ``hpo migrate`` alone skips the check: it handles no keys, and a migration job run
+    without the servers' secret must not record its own as the database's.
+    """
     db = _database(settings)
     upgrade_to_head(db.engine)
+    if check_secret:
+        try:
+            db.verify_key_secret()
+        except KeySecretMismatchError:
+            db.dispose()
+            raise
     return db
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply every pending migration."""
     settings = _settings(args)
-    _migrate(settings).dispose()
+    _migrate(settings, check_secret=False).dispose()
     print(f"database at head: {settings.database_url}")
     return 0
 
@@ -191,7 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args = _parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except KeySecretMismatchError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from hpo_service.api.schemas.common import Problem
 from hpo_service.config import Settings
 from hpo_service.dashboard.routes import install_dashboard
 from hpo_service.db.database import Database
+from hpo_service.db.key_secret_check import KeySecretMismatchError
 from hpo_service.services.admin import KeyUsageRecorder
 
 __all__ = ["app_from_environment", "create_app"]
@@ -35,6 +36,10 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         settings: configuration; its database must already be migrated (``hpo serve`` and
             the tests do that first).
         db: an existing database handle to share (tests); by default one is created.
+
+    Raises:
+        KeySecretMismatchError: the key-hash secret is not the one the database's keys
+            were hashed with; serving would reject every key, so the server must not start.
     """
     database = db or Database(
         settings.database_url,
@@ -42,6 +47,12 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         pool_size=settings.db_pool_size,
         key_secret=settings.key_secret,
     )
+    try:
+        database.verify_key_secret()
+    except KeySecretMismatchError:
+        if db is None:
+            database.dispose()
+        raise
     housekeeper = Housekeeper(database, settings)
 
     @asynccontextmanager

@@ -19,9 +19,15 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hpo_service.db.key_secret import load_or_create_key_secret
+from hpo_service.db.key_secret import key_secret_path, load_or_create_key_secret
+from hpo_service.db.key_secret_check import (
+    KeySecretMismatchError,
+    mismatch_message,
+    record_or_compare,
+)
 
 __all__ = ["Database", "normalize_url"]
 
@@ -63,6 +69,8 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._key_secret = key_secret.encode() if key_secret else None
+        self._secret_configured = bool(key_secret)
+        self._secret_verified = False
 
     @property
     def key_secret(self) -> bytes:
@@ -70,6 +78,42 @@ class Database:
         if self._key_secret is None:
             self._key_secret = load_or_create_key_secret(self.url)
         return self._key_secret
+
+    def key_secret_matches(self) -> bool:
+        """Whether ``key_secret`` is the one this database's keys were hashed with.
+
+        The first call on a database without a check value records ours (see
+        ``hpo_service.db.key_secret_check``). A match is remembered; a mismatch is asked
+        again, so restoring the right secret file needs no restart of a checker.
+        """
+        if self._secret_verified:
+            return True
+        for attempt in range(3):
+            try:
+                with self.write() as session:
+                    self._secret_verified = record_or_compare(session, self.key_secret)
+                break
+            except IntegrityError:  # a concurrent first start inserted the row: compare
+                if attempt == 2:
+                    raise
+        return self._secret_verified
+
+    def verify_key_secret(self) -> None:
+        """Refuse to go on with a key-hash secret that cannot verify this database's keys.
+
+        Servers and CLI commands that handle keys call this right after migrating.
+
+        Raises:
+            KeySecretMismatchError: with a message saying how to restore the secret.
+        """
+        if not self.key_secret_matches():
+            raise KeySecretMismatchError(
+                mismatch_message(
+                    make_url(self.url).render_as_string(hide_password=True),
+                    configured=self._secret_configured,
+                    secret_file=None if self._secret_configured else key_secret_path(self.url),
+                )
+            )
 
     def _make_engine(self, busy_timeout_ms: int, pool_size: int) -> Engine:
         if not self.is_sqlite:

@@ -20,9 +20,11 @@ key. An in-memory SQLite database gets a fresh secret per process, like its data
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
+import time
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -46,9 +48,12 @@ def key_secret_path(url: str) -> Path | None:
 def load_or_create_key_secret(url: str) -> bytes:
     """The secret for ``url``: read from its file, or generated and stored there first.
 
-    Creation is atomic (written to a private temporary file, then hard-linked into
-    place, which fails if another process got there first), so concurrent first starts
-    end up with the same secret and nobody reads a half-written file.
+    Creation is atomic: the secret is written to a private temporary file and flushed to
+    disk (a crash must not leave an empty file behind, which would lock every key out),
+    then hard-linked into place, which fails if another process got there first, so
+    concurrent first starts end up with the same secret and nobody reads a half-written
+    file. Where the filesystem has no hard links, ``O_CREAT | O_EXCL`` on the final path
+    decides the race instead (losers wait briefly until the winner's file is complete).
     """
     path = key_secret_path(url)
     if path is None:
@@ -58,16 +63,64 @@ def load_or_create_key_secret(url: str) -> bytes:
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    content = (secrets.token_hex(32) + "\n").encode()
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
-        with contextlib.suppress(FileExistsError):  # another process was first: use theirs
+        _write_durably(tmp, content)
+        try:
             os.link(tmp, path)
+        except FileExistsError:  # another process was first: use theirs
+            pass
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            _create_exclusively(path, content)
     finally:
         tmp.unlink(missing_ok=True)
-    return _read(path)
+    return _read_when_complete(path)
+
+
+# errno values of "this filesystem cannot hard-link" (FAT, some network and FUSE mounts).
+_NO_HARD_LINKS = frozenset(
+    code
+    for code in (
+        errno.EPERM,
+        errno.EXDEV,
+        errno.EMLINK,
+        getattr(errno, "ENOTSUP", None),
+        getattr(errno, "EOPNOTSUPP", None),
+        getattr(errno, "ENOSYS", None),
+    )
+    if code is not None
+)
+
+
+def _write_durably(path: Path, content: bytes) -> None:
+    """Create ``path`` (only this user may read it) with ``content``, fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, content)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _create_exclusively(path: Path, content: bytes) -> None:
+    """Fallback without hard links: the first process to create ``path`` writes it."""
+    with contextlib.suppress(FileExistsError):
+        _write_durably(path, content)
+
+
+def _read_when_complete(path: Path, wait_s: float = 2.0) -> bytes:
+    """Read the secret; a file being written by the fallback may briefly be empty."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return _read(path)
+        except ValueError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _read(path: Path) -> bytes:

@@ -29,6 +29,7 @@ __all__ = [
     "ApiKeyRow",
     "AuditRow",
     "IdempotencyRow",
+    "KeySecretCheckRow",
     "MeasurementRow",
     "StudyRow",
     "TrialRow",
@@ -49,6 +50,22 @@ class ApiKeyRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class KeySecretCheckRow(Base):
+    """A fingerprint of the server secret the API-key hashes of this database are keyed with.
+
+    ``HMAC(secret, "hpo-key-secret-check")``: it tells whether a process holds the right
+    secret without revealing it, so a process with another secret refuses to start
+    instead of failing every authentication (``hpo_service.db.key_secret_check``).
+    One row, id 1.
+    """
+
+    __tablename__ = "key_secret_check"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    check_value: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class StudyRow(Base):

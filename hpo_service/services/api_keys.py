@@ -14,7 +14,8 @@ even test whether a candidate key matches a stored hash.
 Keys stored before the switch hold a plain SHA-256 of the secret. They keep working
 without a migration: verification computes both digests (so timing says nothing about
 which one matched), and the first successful use of such a key rewrites its hash as
-HMAC, after which the plain digest no longer matches.
+HMAC, after which the plain digest no longer matches. That rewrite happens only when the
+process's secret is the database's (its check value, ``hpo_service.db.key_secret_check``).
 """
 
 from __future__ import annotations
@@ -143,7 +144,9 @@ def authenticate(db: Database, token: str | None, *, now: datetime) -> Principal
         or (row.expires_at is not None and row.expires_at <= now)
     ):
         raise AuthenticationError("invalid, revoked or expired API key")
-    if matches_legacy and not matches_current:
+    if matches_legacy and not matches_current and db.key_secret_matches():
+        # Only under the secret the database is tied to: a rehash under another one
+        # would lock this key out of every process that holds the right secret.
         _upgrade_hash(db, row.id, old=expected, new=current)
     return Principal(key_id=row.id, role=Role(row.role), tenant=row.tenant)
 

@@ -1,12 +1,15 @@
 """Dashboard sessions: an API key logs in once; the browser then holds a signed cookie.
 
 The cookie never contains the key. It reads ``<key id>.<expiry>.<nonce>.<signature>``,
-signed with HMAC-SHA256 under the key's stored secret hash, a value only the database
-knows. That choice gives three properties without a session table or a server secret:
+signed with HMAC-SHA256 under a per-key signing key: ``HMAC(server key secret, the key's
+stored secret hash)``. That choice gives these properties without a session table:
 
-* every server process can verify any session (the hash is in the shared database);
+* every server process can verify any session (the hash is in the shared database, the
+  server secret is the same everywhere: ``hpo_service.db.key_secret_check`` sees to it);
 * revoking or expiring the key ends its sessions at once (verification re-reads the row);
-* a stolen database backup cannot mint sessions for keys whose rows were since rotated.
+* a database dump alone cannot mint sessions: the stored hash is only half of the
+  signing key, the other half is the server secret, which is never in the database;
+* a stolen dump plus secret still cannot mint sessions for keys since rotated.
 
 The CSRF token of a session is another HMAC of its nonce under the same hash, so forms
 carry a token an attacker on another site can neither read nor compute.
@@ -41,8 +44,13 @@ class UiSession:
     expires_at: datetime
 
 
-def _sign(secret_hash: str, message: str) -> str:
-    return hmac.new(secret_hash.encode(), message.encode(), hashlib.sha256).hexdigest()
+def _signing_key(db: Database, secret_hash: str) -> bytes:
+    """The key sessions of one API key are signed with: needs the server secret too."""
+    return hmac.new(db.key_secret, b"ui-session." + secret_hash.encode(), hashlib.sha256).digest()
+
+
+def _sign(signing_key: bytes, message: str) -> str:
+    return hmac.new(signing_key, message.encode(), hashlib.sha256).hexdigest()
 
 
 def _secret_hash(db: Database, key_id: str) -> str | None:
@@ -51,12 +59,12 @@ def _secret_hash(db: Database, key_id: str) -> str | None:
         return None if row is None else row.secret_hash
 
 
-def _build(principal: Principal, secret_hash: str, expiry: int, nonce: str) -> UiSession:
+def _build(principal: Principal, signing_key: bytes, expiry: int, nonce: str) -> UiSession:
     body = f"{principal.key_id}.{expiry}.{nonce}"
     return UiSession(
         principal=principal,
-        cookie=f"{body}.{_sign(secret_hash, body)}",
-        csrf=_sign(secret_hash, f"csrf.{nonce}"),
+        cookie=f"{body}.{_sign(signing_key, body)}",
+        csrf=_sign(signing_key, f"csrf.{nonce}"),
         expires_at=datetime.fromtimestamp(expiry).astimezone(),
     )
 
@@ -76,7 +84,7 @@ def open_session(db: Database, key: str, *, now: datetime, ttl_seconds: float) -
         raise AuthenticationError(_INVALID)
     expiry = int((now + timedelta(seconds=ttl_seconds)).timestamp())
     audit.record_now(db, principal, "ui.login", now=now, target=principal.key_id)
-    return _build(principal, secret_hash, expiry, secrets.token_hex(16))
+    return _build(principal, _signing_key(db, secret_hash), expiry, secrets.token_hex(16))
 
 
 def resume_session(db: Database, cookie: str | None, *, now: datetime) -> UiSession:
@@ -95,7 +103,8 @@ def resume_session(db: Database, cookie: str | None, *, now: datetime) -> UiSess
         row = ApiKeyRepository(session).get(key_id)
         if row is not None:
             session.expunge(row)
-    expected = _sign(row.secret_hash if row else "", f"{key_id}.{expiry}.{nonce}")
+    signing_key = _signing_key(db, row.secret_hash if row else "")
+    expected = _sign(signing_key, f"{key_id}.{expiry}.{nonce}")
     if (
         row is None
         or not hmac.compare_digest(expected, signature)
@@ -104,7 +113,7 @@ def resume_session(db: Database, cookie: str | None, *, now: datetime) -> UiSess
     ):
         raise AuthenticationError(_INVALID)
     principal = Principal(key_id=row.id, role=Role(row.role), tenant=row.tenant)
-    return _build(principal, row.secret_hash, int(expiry), nonce)
+    return _build(principal, signing_key, int(expiry), nonce)
 
 
 def check_csrf(session: UiSession, token: str | None) -> None:

@@ -15,6 +15,7 @@ from tests.conftest import PG_ADMIN_URL, require_postgres
 
 EXPECTED = {
     "api_keys",
+    "key_secret_check",
     "studies",
     "trials",
     "measurements",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import os
@@ -17,6 +18,7 @@ from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
 from hpo_service.db.key_secret import key_secret_path, load_or_create_key_secret
+from hpo_service.db.migrate import upgrade_to_head
 from hpo_service.db.models import ApiKeyRow
 from hpo_service.domain import Role
 from hpo_service.errors import AuthenticationError
@@ -82,8 +84,13 @@ def test_legacy_hash_of_a_wrong_secret_is_refused(db: Database) -> None:
     assert _stored(db, issued.id) == hashlib.sha256(b"something else").hexdigest()
 
 
-def test_configured_secret_is_what_the_app_hashes_with(db: Database) -> None:
-    settings = Settings(database_url=db.url, key_hash_secret="configured-secret-value")
+def test_configured_secret_is_what_the_app_hashes_with(tmp_path: Path) -> None:
+    # A database of its own: the shared one is tied to the generated secret (a configured
+    # one would be refused there, see test_key_secret_check.py).
+    url = f"sqlite:///{tmp_path / 'configured.db'}"
+    plain = Database(url)
+    upgrade_to_head(plain.engine)
+    settings = Settings(database_url=url, key_hash_secret="configured-secret-value")
     app = create_app(settings)
     with TestClient(app) as client:
         assert app.state.db.key_secret == b"configured-secret-value"
@@ -91,9 +98,12 @@ def test_configured_secret_is_what_the_app_hashes_with(db: Database) -> None:
         assert (
             client.get("/v1/studies", headers={"Authorization": f"Bearer {key}"}).status_code == 200
         )
-    # the same key under the generated secret of the plain handle does not verify
-    with pytest.raises(AuthenticationError):
-        api_keys.authenticate(db, key, now=utcnow())
+    # the same key under the generated secret of a plain handle does not verify
+    try:
+        with pytest.raises(AuthenticationError):
+            api_keys.authenticate(plain, key, now=utcnow())
+    finally:
+        plain.dispose()
 
 
 def test_generated_secret_is_persisted_once_and_private(tmp_path: Path) -> None:
@@ -127,3 +137,42 @@ def test_server_database_secret_is_per_server_not_per_database(
     assert a is not None
     assert a.parent == tmp_path / "hpo"
     assert key_secret_path("sqlite://") is None
+
+
+def test_secret_file_is_created_without_hard_links_and_flushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # FAT, some network and FUSE mounts refuse link(2): the secret must still be created
+    def no_link(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    secret = load_or_create_key_secret(url)
+    assert len(secret) == 64
+    assert synced  # flushed before it is published: a crash cannot leave an empty file
+    path = key_secret_path(url)
+    assert path is not None
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.db.key-secret"]
+    assert load_or_create_key_secret(url) == secret
+
+
+def test_unexpected_link_errors_are_not_swallowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_link(src: object, dst: object) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "link", failing_link)
+    with pytest.raises(OSError, match="I/O error"):
+        load_or_create_key_secret(f"sqlite:///{tmp_path / 'k.db'}")
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind

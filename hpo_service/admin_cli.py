@@ -95,6 +95,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     if counts.skipped:
         message += f"; skipped existing {_summary(counts.skipped)}"
     sys.stderr.write(message + "\n")
+    for warning in counts.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
     return 0
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import hmac
 import io
 import json
 from collections.abc import Iterable, Iterator
@@ -35,10 +36,12 @@ from sqlalchemy.orm import Session
 from hpo_service.db.base import UTCDateTime
 from hpo_service.db.database import Database
 from hpo_service.db.ids import is_wellformed
+from hpo_service.db.key_secret_check import check_value
 from hpo_service.db.migrate import head_revision
 from hpo_service.db.models import (
     ApiKeyRow,
     AuditRow,
+    KeySecretCheckRow,
     MeasurementRow,
     StudyRow,
     TrialRow,
@@ -361,6 +364,7 @@ class DumpCounts:
 
     written: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def add(self, kind: str, n: int = 1, *, skipped: bool = False) -> None:
         """Count ``n`` more rows of ``kind``."""
@@ -433,7 +437,10 @@ def _rows(session: Session, kind: str, where: Any = None) -> Iterator[dict[str, 
 def dump(db: Database, out: IO[str], *, study_id: str | None = None, now: datetime) -> DumpCounts:
     """Write the whole database (keys, studies, trials, measurements, audit) or one study.
 
-    The first line is a header naming the format, its version and the schema revision.
+    The first line is a header naming the format, its version and the schema revision;
+    a whole-database dump also carries the database's key-secret check value, so an
+    import can tell whether its keys will verify on the target (the value reveals nothing
+    about the secret).
 
     Raises:
         StudyNotFoundError: ``study_id`` names no study.
@@ -451,6 +458,8 @@ def dump(db: Database, out: IO[str], *, study_id: str | None = None, now: dateti
             not is_wellformed(study_id) or StudyRepository(session).get(study_id) is None
         ):
             raise StudyNotFoundError(study_id)
+        if study_id is None:
+            header["key_secret_check"] = session.scalar(select(KeySecretCheckRow.check_value))
         out.write(json.dumps(header) + "\n")
         study_t, trial_t, meas_t = (_KINDS[k][0] for k in ("study", "trial", "measurement"))
         if study_id is None:
@@ -535,8 +544,13 @@ class _Loader:
                 self.counts.add(kind, len(rows))
 
 
-def _parse(lines: Iterable[str]) -> Iterator[tuple[int, str, dict[str, Any]]]:
-    """(line number, kind, decoded row) of every record after a valid header."""
+def _parse(
+    lines: Iterable[str], header: dict[str, Any]
+) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """(line number, kind, decoded row) of every record after a valid header.
+
+    The header itself is copied into ``header`` once read.
+    """
     header_seen = False
     for number, text in enumerate(lines, start=1):
         if not text.strip():
@@ -553,6 +567,7 @@ def _parse(lines: Iterable[str]) -> Iterator[tuple[int, str, dict[str, Any]]]:
                     ("line", number), f"not an {DUMP_FORMAT} v{DUMP_VERSION} file"
                 )
             header_seen = True
+            header.update(record)
             continue
         kind, row = record.get("kind"), record.get("row")
         if kind not in _KINDS or not isinstance(row, dict):
@@ -561,6 +576,26 @@ def _parse(lines: Iterable[str]) -> Iterator[tuple[int, str, dict[str, Any]]]:
         yield number, kind, _decode(table, skip, row, number)
     if not header_seen:
         raise InvalidInputError.at(("line", 1), "empty file: no export header")
+
+
+def _foreign_key_warning(session: Session, db: Database, header: dict[str, Any]) -> list[str]:
+    """A warning when the dump's keys were hashed under another secret than the target's.
+
+    Cheap and certain when the dump carries its check value; dumps written before it did
+    (or of a database that never checked one) cannot tell, and get no warning.
+    """
+    theirs = header.get("key_secret_check")
+    if not isinstance(theirs, str):
+        return []
+    ours = session.scalar(select(KeySecretCheckRow.check_value)) or check_value(db.key_secret)
+    if hmac.compare_digest(theirs, ours):
+        return []
+    return [
+        "the imported API keys were hashed under another key-hash secret than this "
+        "database's, so they will not verify here. To keep them, import into a fresh "
+        "database with the source's secret (HPO_KEY_HASH_SECRET, or its secret file "
+        "copied into place); otherwise create new keys with `hpo keys create`."
+    ]
 
 
 def load(
@@ -577,14 +612,17 @@ def load(
             given).
         ConflictError: a key or study already exists and ``skip_existing`` is false.
     """
+    header: dict[str, Any] = {}
     with db.write() as session:
         loader = _Loader(session, skip_existing=skip_existing)
         try:
-            for _number, kind, row in _parse(lines):
+            for _number, kind, row in _parse(lines, header):
                 loader.add(kind, row)
             loader.flush()
         except IntegrityError as exc:
             raise ConflictError(f"import conflicts with existing rows: {exc.orig}") from exc
+        if loader.counts.written.get("api_key"):
+            loader.counts.warnings.extend(_foreign_key_warning(session, db, header))
         audit.record(
             session,
             None,

@@ -10,8 +10,8 @@ secret is generated once, at first use, and kept in a file only this user can re
 * for a server database (PostgreSQL), under ``$XDG_CONFIG_HOME/hpo`` (default
   ``~/.config/hpo``), one file per database server and user (the URL without password
   and database name, so throwaway test databases share one file). That covers one
-  machine; servers on several machines must configure the secret, or keys created on
-  one fail on the others.
+  machine; servers on several machines must configure the secret (a server with another
+  one refuses to start: ``hpo_service.db.key_secret_check``).
 
 The file is never in the database, so a stolen database dump alone cannot check a guessed
 key. An in-memory SQLite database gets a fresh secret per process, like its data.

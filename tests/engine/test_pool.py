@@ -86,9 +86,11 @@ class _Blocking:
         self.gate = threading.Event()
         self.base = base
         self.calls: list[tuple[int, list[Params]]] = []
+        self.entered = threading.Semaphore(0)  # released once per call, when it starts
 
     def __call__(self, count: int, extra: Sequence[Params]) -> list[Suggestion]:
         self.calls.append((count, list(extra)))
+        self.entered.release()
         self.gate.wait(30)
         taken = {p["x"] for p in extra}
         free = [round(self.base + 0.01 * i, 2) for i in range(1, 40)]
@@ -109,6 +111,8 @@ def test_refill_from_an_older_history_is_not_fresh() -> None:
         second = pool.suggest("s", 1, old, SPACE, history="h1", seed=0)
         assert second[0].params["x"] == 0.11
         assert "pooled" not in second[0].metadata
+        assert old.entered.acquire(timeout=30)
+        assert old.entered.acquire(timeout=30)
         assert [c for c, _ in old.calls] == [1, 4]
         # New results arrived (history h2): the refill in flight was started with h1, so
         # the request does not wait for it but runs the designer itself, for exactly
@@ -300,4 +304,27 @@ def test_state_is_bounded() -> None:
             pool.suggest(f"s{i}", 1, compute, SPACE)
         assert len(pool._studies) <= 4
     finally:
+        pool.close()
+
+
+def test_requests_do_not_queue_behind_other_studies_refills() -> None:
+    slow = _Blocking(0.1)
+    pool = SuggestionPool(PoolSettings(deadline_s=0.2, refill_batch=4, workers=1))
+    try:
+        pool.suggest("a", 1, slow, SPACE, history="h", seed=0)
+        slow.gate.set()
+        assert pool.wait_idle("a", 30)
+        slow.gate.clear()
+        pool.suggest("a", 1, slow, SPACE, history="h", seed=0)  # ends with a blocked refill
+        assert slow.entered.acquire(timeout=30)
+        assert slow.entered.acquire(timeout=30)
+        assert [c for c, _ in slow.calls] == [1, 4]
+        fast = _Blocking(0.5)
+        fast.gate.set()
+        # The only request worker is free: study b's run does not wait for a's refill.
+        (got,) = pool.suggest("b", 1, fast, SPACE, seed=0, deadline_s=5.0)
+        assert got.source == TrialSource.ENGINE
+        assert got.params["x"] == 0.51
+    finally:
+        slow.gate.set()
         pool.close()

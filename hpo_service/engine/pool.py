@@ -211,6 +211,7 @@ class SuggestionPool:
             if len(out) < count:
                 out += self._take(state, count - len(out), avoid, fresh, only_fresh=False)
             if len(out) < count:
+                failure = next((state.errors[r] for r in mine if r in state.errors), None)
                 if failure is not None:
                     reason = f"designer failed: {failure}"
                 elif mine and not any(r in state.running for r in mine):

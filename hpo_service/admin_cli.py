@@ -14,11 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from hpo_service.cli_database import open_migrated
 from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
-from hpo_service.db.key_secret_check import KeySecretMismatchError
-from hpo_service.db.migrate import upgrade_to_head
 from hpo_service.errors import HPOError
 from hpo_service.services import export
 
@@ -32,21 +31,7 @@ def _database(args: argparse.Namespace, *, check_secret: bool = False) -> Databa
     records the secret of a fresh target); ``export`` only reads, under any secret.
     """
     overrides = {"database_url": args.database_url} if args.database_url else {}
-    settings = Settings(**overrides)
-    db = Database(
-        settings.database_url,
-        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
-        pool_size=settings.db_pool_size,
-        key_secret=settings.key_secret,
-    )
-    upgrade_to_head(db.engine)
-    if check_secret:
-        try:
-            db.verify_key_secret()
-        except KeySecretMismatchError:
-            db.dispose()
-            raise
-    return db
+    return open_migrated(Settings(**overrides), check_secret=check_secret)
 
 
 @contextmanager

@@ -14,12 +14,12 @@ import sys
 from collections.abc import Sequence
 
 from hpo_service.admin_cli import add_admin_parsers
+from hpo_service.cli_database import open_migrated
 from hpo_service.client.worker_cli import add_worker_parser
 from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
 from hpo_service.db.key_secret_check import KeySecretMismatchError
-from hpo_service.db.migrate import upgrade_to_head
 from hpo_service.domain import Principal, Role
 from hpo_service.errors import HPOError
 from hpo_service.services import api_keys, scaling
@@ -34,30 +34,13 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def _database(settings: Settings) -> Database:
-    return Database(
-        settings.database_url,
-        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
-        pool_size=settings.db_pool_size,
-        key_secret=settings.key_secret,
-    )
-
-
 def _migrate(settings: Settings, *, check_secret: bool = True) -> Database:
     """Open and migrate the database; check its key-hash secret unless told not to.
 
     ``hpo migrate`` alone skips the check: it handles no keys, and a migration job run
     without the servers' secret must not record its own as the database's.
     """
-    db = _database(settings)
-    upgrade_to_head(db.engine)
-    if check_secret:
-        try:
-            db.verify_key_secret()
-        except KeySecretMismatchError:
-            db.dispose()
-            raise
-    return db
+    return open_migrated(settings, check_secret=check_secret)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -110,15 +110,15 @@ def _request(db: Database, sid: str, count: int = 1, worker_id: str = "w") -> li
     ).trials
 
 
-def _sobol_study(db: Database) -> str:
+def _study(db: Database, algorithm: str = "sobol") -> str:
     return studies.create_study(
         db,
         ME,
         studies.NewStudy(
-            name="release",
+            name=algorithm,
             objective=Objective(metric="y"),
             space=SearchSpace.model_validate(X_SPACE),
-            algorithm="sobol",
+            algorithm=algorithm,
             seed=1,
         ),
         default_max_attempts=3,
@@ -137,7 +137,7 @@ def fresh_pool() -> Iterator[None]:
 def test_points_of_a_paused_study_are_released(
     db: Database, fresh_pool: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sid = _sobol_study(db)
+    sid = _study(db)
     run_designer = suggestions._run_designer
 
     def then_pause(study_id: str, snap: object, deadline_s: float | None) -> list[Suggestion]:
@@ -153,7 +153,7 @@ def test_points_of_a_paused_study_are_released(
 def test_points_discarded_by_an_optimistic_retry_are_released(
     db: Database, fresh_pool: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sid = _sobol_study(db)
+    sid = _study(db)
     run_designer = suggestions._run_designer
     calls: list[int] = []
 
@@ -174,7 +174,7 @@ def test_points_discarded_by_an_optimistic_retry_are_released(
 def test_points_beyond_the_budget_and_of_a_failed_write_are_released(
     db: Database, fresh_pool: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sid = _sobol_study(db)
+    sid = _study(db)
     run_designer = suggestions._run_designer
 
     def then_shrink(study_id: str, snap: object, deadline_s: float | None) -> list[Suggestion]:
@@ -201,18 +201,7 @@ def test_points_beyond_the_budget_and_of_a_failed_write_are_released(
 
 def test_concurrent_requests_never_receive_the_same_point(db: Database, gate: _Gate) -> None:
     gate.open.set()
-    sid = studies.create_study(
-        db,
-        ME,
-        studies.NewStudy(
-            name="pool",
-            objective=Objective(metric="y"),
-            space=SearchSpace.model_validate(X_SPACE),
-            algorithm="gate-test",
-            seed=1,
-        ),
-        default_max_attempts=3,
-    ).id
+    sid = _study(db, "gate-test")
     got: list[Trial] = []
     lock = threading.Lock()
 

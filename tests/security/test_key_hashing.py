@@ -23,23 +23,17 @@ from hpo_service.db.models import ApiKeyRow
 from hpo_service.domain import Role
 from hpo_service.errors import AuthenticationError
 from hpo_service.services import api_keys
+from tests.security.key_rows import stored_hash
 
 
 def _secret_of(key: str) -> str:
     return key.rsplit("_", 1)[1]
 
 
-def _stored(db: Database, key_id: str) -> str:
-    with db.read() as session:
-        row = session.get(ApiKeyRow, key_id)
-        assert row is not None
-        return row.secret_hash
-
-
 def test_stored_hash_is_hmac_under_the_server_secret(db: Database) -> None:
     issued = api_keys.create_key(db, role=Role.WORKER, tenant="t", now=utcnow())
     secret = _secret_of(issued.key)
-    stored = _stored(db, issued.id)
+    stored = stored_hash(db, issued.id)
     assert stored == hmac.new(db.key_secret, secret.encode(), hashlib.sha256).hexdigest()
     assert stored != hashlib.sha256(secret.encode()).hexdigest()
     assert api_keys.authenticate(db, issued.key, now=utcnow()).key_id == issued.id
@@ -64,7 +58,7 @@ def test_legacy_sha256_key_still_works_and_is_rehashed(db: Database) -> None:
         assert row is not None
         row.secret_hash = legacy
     assert api_keys.authenticate(db, issued.key, now=utcnow()).key_id == issued.id
-    upgraded = _stored(db, issued.id)
+    upgraded = stored_hash(db, issued.id)
     assert upgraded == hmac.new(db.key_secret, secret.encode(), hashlib.sha256).hexdigest()
     assert api_keys.authenticate(db, issued.key, now=utcnow()).key_id == issued.id
     # a wrong secret matches neither form (flip the last hex digit: it may already be "0")
@@ -81,7 +75,7 @@ def test_legacy_hash_of_a_wrong_secret_is_refused(db: Database) -> None:
         row.secret_hash = hashlib.sha256(b"something else").hexdigest()
     with pytest.raises(AuthenticationError):
         api_keys.authenticate(db, issued.key, now=utcnow())
-    assert _stored(db, issued.id) == hashlib.sha256(b"something else").hexdigest()
+    assert stored_hash(db, issued.id) == hashlib.sha256(b"something else").hexdigest()
 
 
 def test_configured_secret_is_what_the_app_hashes_with(tmp_path: Path) -> None:

@@ -14,17 +14,10 @@ import pytest
 
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
-from hpo_service.db.models import ApiKeyRow
 from hpo_service.domain import Role
 from hpo_service.errors import AuthenticationError
 from hpo_service.services import api_keys, ui_sessions
-
-
-def _stored_hash(db: Database, key_id: str) -> str:
-    with db.read() as session:
-        row = session.get(ApiKeyRow, key_id)
-        assert row is not None
-        return row.secret_hash
+from tests.security.key_rows import stored_hash
 
 
 def test_a_cookie_forged_from_a_database_dump_is_refused(db: Database) -> None:
@@ -34,7 +27,7 @@ def test_a_cookie_forged_from_a_database_dump_is_refused(db: Database) -> None:
         issued.id
     )
     # everything an attacker with a dump knows: the key id and its stored hash
-    dumped = _stored_hash(db, issued.id).encode()
+    dumped = stored_hash(db, issued.id).encode()
     expiry = int((utcnow() + timedelta(hours=1)).timestamp())
     body = f"{issued.id}.{expiry}.{'ab' * 16}"
     forged = f"{body}.{hmac.new(dumped, body.encode(), hashlib.sha256).hexdigest()}"
@@ -46,7 +39,7 @@ def test_csrf_token_is_not_computable_from_the_dump(db: Database) -> None:
     issued = api_keys.create_key(db, role=Role.CLIENT, tenant="t", now=utcnow())
     session = ui_sessions.open_session(db, issued.key, now=utcnow(), ttl_seconds=600)
     nonce = session.cookie.split(".")[2]
-    dumped = _stored_hash(db, issued.id).encode()
+    dumped = stored_hash(db, issued.id).encode()
     guess = hmac.new(dumped, f"csrf.{nonce}".encode(), hashlib.sha256).hexdigest()
     assert guess != session.csrf
     ui_sessions.check_csrf(session, session.csrf)

@@ -14,12 +14,15 @@ Four parts, run in order (``--parts``):
   data with fresh samples every step, SP vs µP, widths 64…512 (base 64).
 - ``transformer``: 2-block pre-norm character transformer (QK-norm, head dim 32) on
   Python's standard-library sources, SP vs µP, widths 32…256 on CPU (``--tf-widths``).
-- ``depth``: residual pre-norm MLP at width 64, depths 2…16 (base 2), CompleteP (α=1,
-  residual ×1/L, block LR constant) vs an unscaled residual (µP without a depth rule), on
-  ``--depth-task`` (default ``mlp_deep_teacher``: labels from a 6-layer tanh teacher in
-  the chaotic regime, fresh samples every step, batch 256, 300 steps). The one-layer
-  teacher of the ``mlp`` part saturated at ≈0.58 for every depth, so depth could not help;
-  the deep teacher is a target whose loss falls with student depth.
+- ``depth``: depths 2…16 (base 2), CompleteP (α=1: residual ×1/m_L, block LR and init
+  unchanged, block ε ×1/m_L) vs an unscaled residual (µP without a depth rule). Default
+  ``--depth-task transformer``: the character transformer of the width sweep (pre-norm,
+  the setting CompleteP was shown in) at its base width 32 with its service-tuned base
+  values, 256 tokens per step, 200 steps, linear decay; its loss falls with depth. The
+  residual MLP tasks (``mlp_deep_teacher``: labels from a 6-layer tanh teacher;
+  ``mlp_chars``; ``mlp_residual``) remain selectable; on them the loss barely moves with
+  depth (deep teacher 1.415→1.394) or worsens (``mlp_chars``), which leaves the
+  optimum to noise.
 
 Protocol: Adam(W), a fixed step count and batch, the same batches for every LR (data seed =
 seed), ``--seeds`` seeds, ``--points`` LRs per curve on a half-octave log2 grid centred
@@ -36,6 +39,8 @@ ETA. CUDA is used when present (``--device``), with larger default widths there.
     .venv/bin/python benchmarks/bench_mutransfer.py                    # everything
     .venv/bin/python benchmarks/bench_mutransfer.py --quick            # smoke run
     .venv/bin/python benchmarks/bench_mutransfer.py --parts mlp --seeds 2 --steps 150
+    .venv/bin/python benchmarks/bench_mutransfer.py --parts transformer --seeds 5 \
+        --reuse-centres --cache benchmarks/results/mutransfer_transformer_runs.jsonl
 """
 
 from __future__ import annotations
@@ -105,7 +110,10 @@ def _scale_config(job: Job, opts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     batch = opts["depth_batch"]
     shape = {"width": opts["depth_width"], "depth": job.scale, "batch_size": batch,
              "tokens": batch * exp.steps}
-    base = {**shape, "depth": exp.scales[0]}
+    # The transformer's base values were tuned at its own base width: µP maps them to
+    # the depth sweep's width, so only depth changes between the sweep's curves.
+    base = {**shape, "depth": exp.scales[0],
+            "width": opts.get("depth_base_width") or opts["depth_width"]}
     param = "completep" if job.variant == "completep" else "mup"
     return opts["depth_task"], {"parameterization": param, "proxy": shape, "base": base}
 
@@ -136,25 +144,71 @@ def _cost(job: Job, opts: dict[str, Any]) -> float:
     return steps * ((job.scale / 128) ** 2 + 0.5)
 
 
+def _cache_key(job: Job, opts: dict[str, Any]) -> str:
+    """Everything that decides a run's loss, as text: the job and its experiment's settings."""
+    exp: Experiment = opts["experiments"][job.exp]
+    setting = {"job": [job.exp, job.variant, job.scale, job.log2_lr, job.seed],
+               "steps": exp.steps, "base": exp.base, "scale": _scale_config(job, opts),
+               "tf_seq": opts["tf_seq"], "device": opts["device"]}
+    return json.dumps(setting, sort_keys=True)
+
+
+def _load_cache(opts: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    path: pathlib.Path | None = opts.get("cache")
+    if path is None or not path.exists():
+        return {}
+    out: dict[str, tuple[float, float]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            out[row["key"]] = (float(row["loss"]), float(row["seconds"]))
+    return out
+
+
 def _pool_run(jobs: list[Job], opts: dict[str, Any], procs: int,
               label: str) -> list[tuple[Job, float, float]]:
-    jobs = sorted(jobs, key=lambda j: _cost(j, opts), reverse=True)
+    """Run ``jobs`` on ``procs`` processes, longest first, with progress lines and an ETA.
+
+    With ``--cache`` every finished run is appended to a JSON-lines file and runs found
+    there are not repeated, so a sweep stopped half-way (a shared machine, a deadline)
+    resumes where it was instead of starting over.
+    """
+    cached = _load_cache(opts)
+    out: list[tuple[Job, float, float]] = []
+    todo: list[Job] = []
+    for j in jobs:
+        hit = cached.get(_cache_key(j, opts))
+        if hit is None:
+            todo.append(j)
+        else:
+            out.append((j, *hit))
+    if out:
+        print(f"  [{label}] {len(out)} of {len(jobs)} runs from the cache", flush=True)
+    jobs = sorted(todo, key=lambda j: _cost(j, opts), reverse=True)
+    if not jobs:
+        return out
     total = sum(_cost(j, opts) for j in jobs)
     done_cost = 0.0
-    out: list[tuple[Job, float, float]] = []
+    n_cached = len(out)
+    cache: pathlib.Path | None = opts.get("cache")
     start = time.perf_counter()
     next_report = 0.0
     ctx = mp.get_context("spawn" if opts["device"] == "cuda" else "fork")
     with ctx.Pool(procs) as pool:
         for res in pool.imap_unordered(_run, [(j, opts) for j in jobs]):
             out.append(res)
+            if cache is not None:
+                loss = res[1] if math.isfinite(res[1]) else "NaN"
+                with cache.open("a") as f:
+                    f.write(json.dumps({"key": _cache_key(res[0], opts), "loss": loss,
+                                        "seconds": res[2]}) + "\n")
             done_cost += _cost(res[0], opts)
             frac = done_cost / total
-            if frac >= next_report or len(out) == len(jobs):
+            if frac >= next_report or len(out) - n_cached == len(jobs):
                 el = time.perf_counter() - start
                 eta = el / max(frac, 1e-9) * (1 - frac)
-                print(f"  [{label}] {len(out)}/{len(jobs)} runs, {el:5.0f}s elapsed, "
-                      f"ETA {eta:5.0f}s", flush=True)
+                print(f"  [{label}] {len(out) - n_cached}/{len(jobs)} runs, {el:5.0f}s "
+                      f"elapsed, ETA {eta:5.0f}s", flush=True)
                 next_report = frac + 0.1
     return out
 
@@ -205,6 +259,33 @@ def centres(exp: Experiment, opts: dict[str, Any], procs: int) -> dict[str, dict
     return out
 
 
+def result_stem(exp: Experiment, opts: dict[str, Any]) -> str:
+    """File stem of a sweep's results: the depth sweep on a non-default task is tagged."""
+    if exp.name == "depth" and opts["depth_task"] != "transformer":
+        return f"mutransfer_depth_{opts['depth_task']}"
+    return f"mutransfer_{exp.name}"
+
+
+def _previous_centres(exp: Experiment, opts: dict[str, Any],
+                      out_dir: pathlib.Path) -> dict[str, dict[int, float]] | None:
+    """The grid centres of an earlier run of the same sweep (same scales and steps), if any.
+
+    The probes only place the grid; reusing them saves their runs when a sweep is repeated
+    with more seeds. Whether each optimum is interior is still checked and shown.
+    """
+    path = out_dir / f"{result_stem(exp, opts)}.json"
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text())
+    prev = old.get("grid_centres", {})
+    if old.get("steps") != exp.steps or set(prev) != set(exp.variants) or any(
+            {int(k) for k in prev[v]} != set(exp.scales) for v in exp.variants):
+        return None
+    out = {v: {int(k): float(x) for k, x in prev[v].items()} for v in exp.variants}
+    print(f"[{exp.name}] grid centres from {path.name}: {out}", flush=True)
+    return out
+
+
 def grid(centre: float, points: int) -> list[float]:
     """``points`` half-octave log2 LRs around ``centre`` (one more below than above)."""
     below = points // 2
@@ -248,8 +329,43 @@ def analyse(results: list[tuple[Job, float, float]], exp: Experiment,
             "drift_octaves": optima[-1] - optima[0],
             "spread_octaves": max(optima) - min(optima),
             "seed_drifts": seed_drifts,
+            "bootstrap": _bootstrap(results, exp, var, seeds, cap),
         }
     return out
+
+
+def _bootstrap(results: list[tuple[Job, float, float]], exp: Experiment, var: str,
+               seeds: list[int], cap: float, draws: int = 400) -> dict[str, Any]:
+    """Seed-bootstrap of the optima: how much of the drift and spread is seed noise.
+
+    Seeds are resampled jointly for all scales (a seed fixes the batches at every scale),
+    and each resample's seed-mean curves give optima, a drift and a spread. The spread
+    (max − min over scales) is biased upwards by noise, so its interval says whether a
+    miss of the ½-octave target is resolved by the seeds at hand.
+    """
+    table: dict[tuple[int, float, int], float] = {}
+    for job, loss, _ in results:
+        if job.variant == var:
+            table[(job.scale, job.log2_lr, job.seed)] = min(loss, cap) if math.isfinite(
+                loss) else cap
+    grids = {s: sorted({lr for (sc, lr, _) in table if sc == s}) for s in exp.scales}
+    mats = {s: np.array([[table.get((s, lr, sd), cap) for lr in grids[s]] for sd in seeds])
+            for s in exp.scales}
+    rng = np.random.default_rng(0)
+    opt = np.empty((draws, len(exp.scales)))
+    for b in range(draws):
+        pick = rng.integers(0, len(seeds), len(seeds))
+        for k, s in enumerate(exp.scales):
+            opt[b, k] = vertex(np.array(grids[s]), mats[s][pick].mean(axis=0))[0]
+    drift = opt[:, -1] - opt[:, 0]
+    spread = opt.max(axis=1) - opt.min(axis=1)
+    return {
+        "draws": draws,
+        "optimum_se": {str(s): float(opt[:, k].std()) for k, s in enumerate(exp.scales)},
+        "drift_ci95": [float(np.percentile(drift, 2.5)), float(np.percentile(drift, 97.5))],
+        "spread_ci95": [float(np.percentile(spread, 2.5)),
+                        float(np.percentile(spread, 97.5))],
+    }
 
 
 def verdicts(exp: Experiment, summary: dict[str, Any]) -> dict[str, Any]:
@@ -284,6 +400,12 @@ def _table(exp: Experiment, summary: dict[str, Any]) -> None:
         print(f"{var:>10} " + " ".join(f"{c:>15}" for c in cells) +
               f"  {d['drift_octaves']:+6.2f}  {d['spread_octaves']:6.2f}  [{seeds}]")
     print("  (* = optimum on the grid edge)")
+    for var, d in summary["variants"].items():
+        b = d["bootstrap"]
+        se = ", ".join(f"{b['optimum_se'][str(s)]:.2f}" for s in exp.scales)
+        print(f"  {var} seed bootstrap ({b['draws']} draws): optimum s.e. [{se}], drift 95% "
+              f"[{b['drift_ci95'][0]:+.2f}, {b['drift_ci95'][1]:+.2f}], spread 95% "
+              f"[{b['spread_ci95'][0]:.2f}, {b['spread_ci95'][1]:.2f}]")
     for target, ok in summary["targets"].items():
         print(f"  {'PASS' if ok else 'MISS'}  {target}")
 
@@ -333,14 +455,17 @@ def sweep(exp: Experiment, opts: dict[str, Any], procs: int, seeds: int, points:
           out_dir: pathlib.Path) -> dict[str, Any]:
     """Probe, sweep, analyse, print, plot and save one experiment."""
     t0 = time.perf_counter()
-    c = centres(exp, opts, procs)
+    c = _previous_centres(exp, opts, out_dir) if opts.get("reuse_centres") else None
+    if c is None:
+        c = centres(exp, opts, procs)
     grids = {var: {s: grid(c[var][s], points) for s in exp.scales} for var in exp.variants}
     jobs = [Job(exp.name, var, s, lr, seed) for var in exp.variants for s in exp.scales
             for lr in grids[var][s] for seed in range(seeds)]
     print(f"[{exp.name}] {len(jobs)} runs ({points} LRs × {len(exp.scales)} {exp.axis}s × "
           f"{seeds} seeds × 2 variants, {exp.steps} steps each)", flush=True)
     results = _pool_run(jobs, opts, procs, exp.name)
-    cap = math.log(128 if exp.name == "transformer" else 10) + 1.0
+    chars = exp.name == "transformer" or opts["depth_task"] in ("transformer", "mlp_chars")
+    cap = math.log(128 if chars else 10) + 1.0
     summary = analyse(results, exp, cap)
     summary["targets"] = verdicts(exp, summary)
     summary["grid_centres"] = c
@@ -348,13 +473,15 @@ def sweep(exp: Experiment, opts: dict[str, Any], procs: int, seeds: int, points:
     summary["steps"] = exp.steps
     if exp.name == "depth":
         summary["task"] = {"proxy": opts["depth_task"], "batch_size": opts["depth_batch"],
+                           "base_width": opts.get("depth_base_width") or opts["depth_width"],
                            "width": opts["depth_width"]}
     summary["seeds"] = seeds
     summary["wall_seconds"] = time.perf_counter() - t0
     summary["run_seconds"] = sum(r[2] for r in results)
     _table(exp, summary)
-    _plot(exp, summary, out_dir / f"mutransfer_{exp.name}.png")
-    (out_dir / f"mutransfer_{exp.name}.json").write_text(json.dumps(summary, indent=1))
+    stem = result_stem(exp, opts)
+    _plot(exp, summary, out_dir / f"{stem}.png")
+    (out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
@@ -467,16 +594,19 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--points", type=int, default=12, help="LRs per curve (half octaves)")
     ap.add_argument("--steps", type=int, default=200, help="MLP steps")
-    ap.add_argument("--depth-steps", type=int, default=300)
-    ap.add_argument("--depth-batch", type=int, default=256)
-    ap.add_argument("--depth-task", default="mlp_deep_teacher",
-                    help="residual proxy of the depth sweep (mlp_deep_teacher, mlp_chars, "
-                         "mlp_residual)")
+    ap.add_argument("--depth-steps", type=int, default=None,
+                    help="default 200 (transformer), 300 (MLP tasks)")
+    ap.add_argument("--depth-batch", type=int, default=256,
+                    help="examples (MLP) or tokens (transformer) per step")
+    ap.add_argument("--depth-task", default="transformer",
+                    help="residual proxy of the depth sweep (transformer, mlp_deep_teacher, "
+                         "mlp_chars, mlp_residual)")
     ap.add_argument("--tf-steps", type=int, default=100)
     ap.add_argument("--mlp-widths", default=None, help="default 64..512 (CUDA 128..2048)")
     ap.add_argument("--tf-widths", default=None, help="default 32..256 (CUDA 64..1024)")
     ap.add_argument("--depths", default="2,4,8,16")
-    ap.add_argument("--depth-width", type=int, default=64)
+    ap.add_argument("--depth-width", type=int, default=None,
+                    help="default: the transformer's base width (32), 64 for MLP tasks")
     ap.add_argument("--depth-schedule", default="linear",
                     help="LR schedule of the depth sweep (constant is noisy at depth 16)")
     ap.add_argument("--tf-seq", type=int, default=32)
@@ -485,6 +615,12 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run")
+    ap.add_argument("--reuse-centres", action="store_true",
+                    help="take the grid centres from the previous result JSON of the same "
+                         "sweep (same scales and steps) instead of probing again")
+    ap.add_argument("--cache", default=None,
+                    help="JSON-lines file of finished runs: appended to, and runs found "
+                         "there are not repeated (resume a stopped sweep)")
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args()
     import torch
@@ -493,6 +629,8 @@ def main() -> None:
     cuda = device == "cuda"
     mlp_widths = a.mlp_widths or ("128,256,512,1024,2048" if cuda else "64,128,256,512")
     tf_widths = a.tf_widths or ("64,128,256,512,1024" if cuda else "32,64,128,256")
+    tf_depth = a.depth_task == "transformer"
+    a.depth_steps = a.depth_steps or (200 if tf_depth else 300)
     if a.quick:
         a.seeds, a.steps, a.tf_steps, a.points, a.tune_budget = 1, 40, 20, 6, "4,2"
         a.depth_steps = 40
@@ -501,16 +639,23 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     tuned = out_dir / TUNED.name
     ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
+    tf_base_width = ints(tf_widths)[0]
+    depth_width = a.depth_width or (tf_base_width if tf_depth else 64)
+    depth_base = ({**_tf_base(tuned), "schedule": a.depth_schedule} if tf_depth
+                  else {**DEPTH_BASE, "schedule": a.depth_schedule})
     experiments = {
         "mlp": Experiment("mlp", ("sp", "mup"), ints(mlp_widths), "width", a.steps, MLP_BASE),
         "transformer": Experiment("transformer", ("sp", "mup"), ints(tf_widths), "width",
                                   a.tf_steps, {}),
         "depth": Experiment("depth", ("unscaled", "completep"), ints(a.depths), "depth",
-                            a.depth_steps, {**DEPTH_BASE, "schedule": a.depth_schedule}),
+                            a.depth_steps, depth_base),
     }
-    opts: dict[str, Any] = {"experiments": experiments, "depth_width": a.depth_width,
+    opts: dict[str, Any] = {"experiments": experiments, "depth_width": depth_width,
+                            "depth_base_width": tf_base_width if tf_depth else depth_width,
                             "depth_batch": a.depth_batch, "depth_task": a.depth_task,
-                            "tf_seq": a.tf_seq, "tf_batch": a.tf_batch, "device": device}
+                            "tf_seq": a.tf_seq, "tf_batch": a.tf_batch, "device": device,
+                            "reuse_centres": a.reuse_centres,
+                            "cache": pathlib.Path(a.cache) if a.cache else None}
     print(f"device {device}; parts {a.parts}", flush=True)
     t_all = time.perf_counter()
     for part in a.parts.split(","):

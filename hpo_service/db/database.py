@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -159,6 +159,22 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """``write()`` without an ORM session, for hot paths built on Core statements.
+
+        Same locking and ``BEGIN IMMEDIATE`` as ``write()``; committed on success, rolled
+        back on any error. A session for a rarer branch can join the transaction with
+        ``Session(bind=conn)`` (it then neither commits nor rolls back on its own).
+        Creating and committing a session cost about a tenth of a millisecond, as much as
+        a heartbeat's own statement.
+        """
+        with self._write_lock or nullcontext(), self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -15,11 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
+
 from hpo_service.db.database import Database
 from hpo_service.db.ids import is_wellformed, new_id
 from hpo_service.db.mapping import study_config, to_trial
 from hpo_service.db.models import StudyRow, TrialRow
 from hpo_service.db.repositories import TrialRepository
+from hpo_service.db.repositories.lease_writes import LeaseTouch, LeaseWrites
 from hpo_service.db.repositories.trials import LeaseView
 from hpo_service.domain import (
     LEASED_STATES,
@@ -170,6 +174,32 @@ def _lease(repo: TrialRepository, principal: Principal, trial_id: str) -> LeaseV
     return view
 
 
+def _touch_lease(
+    conn: Connection, principal: Principal, trial_id: str, worker_id: str, expires: datetime
+) -> LeaseTouch:
+    """Check the caller holds the lease and extend it; return the trial's lease state.
+
+    The common case is one ``UPDATE ... RETURNING``. When it matches nothing (unknown
+    trial, another worker's lease, a finished trial, or a lease that changed hands
+    concurrently) the full checks run on a locked read, so the caller gets the same
+    404/409 as every other state change, or the extension after all if the lease is
+    (now) theirs.
+    """
+    if not is_wellformed(trial_id):
+        raise TrialNotFoundError(trial_id)
+    touched = LeaseWrites(conn).touch(trial_id, worker_id, expires)
+    if touched is not None:
+        if not principal.can_see(touched.tenant):
+            raise TrialNotFoundError(trial_id)  # the transaction rolls the update back
+        return touched
+    with Session(bind=conn) as session:
+        repo = TrialRepository(session)
+        view = _lease(repo, principal, trial_id)
+        _held(view, worker_id)
+        repo.set_lease_expiry(view.id, expires)
+        return LeaseTouch(view.state, view.tenant, view.has_stopping)
+
+
 def heartbeat(
     db: Database,
     principal: Principal,
@@ -181,17 +211,14 @@ def heartbeat(
 ) -> HeartbeatResult:
     """Extend the lease of a trial the worker still runs.
 
-    The hot path of every worker, so it reads a few columns and writes one UPDATE
-    instead of loading ORM rows (same checks, same row lock as every other state change).
+    The hot path of every worker: one prebuilt UPDATE on a plain connection, no ORM
+    (same checks, same row lock as every other state change; see ``_touch_lease``).
     """
     require_role(principal, Role.WORKER)
-    with db.write() as session:
-        repo = TrialRepository(session)
-        view = _lease(repo, principal, trial_id)
-        _held(view, worker_id)
-        expires = lease_end(now, lease_seconds)
-        repo.set_lease_expiry(view.id, expires)
-        return HeartbeatResult(expires, view.state == TrialState.STOPPING.value)
+    expires = lease_end(now, lease_seconds)
+    with db.write_connection() as conn:
+        touched = _touch_lease(conn, principal, trial_id, worker_id, expires)
+        return HeartbeatResult(expires, touched.state == TrialState.STOPPING.value)
 
 
 def report_measurement(
@@ -208,22 +235,23 @@ def report_measurement(
 ) -> bool:
     """Store an intermediate measurement, extend the lease; return ``should_stop``.
 
-    Like ``heartbeat``, a few columns and two plain statements; the ORM rows are loaded
-    only when the study has a stopping policy to evaluate.
+    Like ``heartbeat``, plus one prebuilt INSERT; the ORM rows are loaded only when the
+    study has a stopping policy to evaluate, in a session joining the same transaction.
     """
     require_role(principal, Role.WORKER)
     clean = _check_metrics(metrics, ("body", "metrics"))
-    with db.write() as session:
-        repo = TrialRepository(session)
-        view = _lease(repo, principal, trial_id)
-        _held(view, worker_id)
-        repo.insert_measurement(view.id, step=step, metrics=clean, elapsed_s=elapsed_s, at=now)
-        repo.set_lease_expiry(view.id, lease_end(now, lease_seconds))
-        if view.state != TrialState.ACTIVE.value or not view.has_stopping:
-            return view.state == TrialState.STOPPING.value
-        row, study = visible_trial(session, principal, trial_id, lock=True)
-        _apply_stopping(repo, row, study)
-        return row.state == TrialState.STOPPING.value
+    with db.write_connection() as conn:
+        touched = _touch_lease(conn, principal, trial_id, worker_id, lease_end(now, lease_seconds))
+        LeaseWrites(conn).append_measurement(
+            trial_id, step=step, metrics=clean, elapsed_s=elapsed_s, at=now
+        )
+        if touched.state != TrialState.ACTIVE.value or not touched.has_stopping:
+            return touched.state == TrialState.STOPPING.value
+        with Session(bind=conn) as session:
+            row, study = visible_trial(session, principal, trial_id, lock=True)
+            _apply_stopping(TrialRepository(session), row, study)
+            session.flush()
+            return row.state == TrialState.STOPPING.value
 
 
 def _apply_stopping(repo: TrialRepository, row: TrialRow, study: StudyRow) -> None:

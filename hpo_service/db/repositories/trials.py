@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
-from sqlalchemy import Select, Table, func, insert, select, update
+from sqlalchemy import Select, Table, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from hpo_service.db.models import MeasurementRow, StudyRow, TrialRow
@@ -17,16 +17,17 @@ __all__ = ["LeaseView", "TrialRepository"]
 
 _LEASED = (TrialState.ACTIVE.value, TrialState.STOPPING.value)
 _TRIALS = cast(Table, TrialRow.__table__)
-_MEASUREMENTS = cast(Table, MeasurementRow.__table__)
 
 
 @dataclass(frozen=True)
 class LeaseView:
-    """What a heartbeat or report needs to know about a trial: no ORM object, no params.
+    """A trial's lease, owner and study settings: no ORM object, no params.
 
-    Loading the full ORM row (JSON params, result, metadata) and letting the unit of
-    work diff it costs more CPU than the heartbeat's whole write; these few columns
-    settle lease ownership, tenant visibility and whether a stopping policy applies.
+    Heartbeats and reports extend leases with ``LeaseWrites.touch``; when that matches
+    nothing, this locked read tells them why (or, after a concurrent change, that the
+    lease is theirs after all). Loading the full ORM row (JSON params, result, metadata)
+    costs more than the whole heartbeat; these few columns settle lease ownership,
+    tenant visibility and whether a stopping policy applies.
     """
 
     id: str
@@ -83,22 +84,6 @@ class TrialRepository:
         """Move a trial's lease end (the caller holds the row lock from ``lease_view``)."""
         self.session.execute(
             update(_TRIALS).where(_TRIALS.c.id == trial_id).values(lease_expires_at=expires_at)
-        )
-
-    def insert_measurement(
-        self,
-        trial_id: str,
-        *,
-        step: int,
-        metrics: dict[str, Any],
-        elapsed_s: float | None,
-        at: datetime,
-    ) -> None:
-        """Append an intermediate measurement with one INSERT, bypassing the unit of work."""
-        self.session.execute(
-            insert(_MEASUREMENTS).values(
-                trial_id=trial_id, step=step, metrics=metrics, elapsed_s=elapsed_s, at=at
-            )
         )
 
     def measurements(self, trial_ids: Sequence[str]) -> dict[str, list[MeasurementRow]]:

@@ -87,7 +87,7 @@ class Experiment:
     """One sweep: which proxy, which variants, which scales, how long."""
 
     name: str
-    variants: tuple[str, str]
+    variants: tuple[str, ...]  # (reference, scaled), or one of them (``--variants``)
     scales: list[int]
     axis: str
     steps: int
@@ -243,13 +243,13 @@ def centres(exp: Experiment, opts: dict[str, Any], procs: int) -> dict[str, dict
     largest is probed per variant around the base optimum (SP mostly below it). Scales in
     between get the log-linear interpolation, rounded to the half octave.
     """
-    c0 = _probe_curve(exp, exp.variants[1], exp.scales[0], [float(e) for e in range(-14, 0)],
+    c0 = _probe_curve(exp, exp.variants[-1], exp.scales[0], [float(e) for e in range(-14, 0)],
                       opts, procs)
     c0 = round(c0 * 2) / 2
     out: dict[str, dict[int, float]] = {}
     s0, s1 = exp.scales[0], exp.scales[-1]
-    for k, var in enumerate(exp.variants):
-        lo, hi = (-7, 2) if k == 0 else (-3, 3)
+    for var in exp.variants:
+        lo, hi = (-7, 2) if var in ("sp", "unscaled") else (-3, 3)
         c1 = _probe_curve(exp, var, s1, [c0 + e for e in range(lo, hi + 1)], opts, procs)
         out[var] = {
             s: round((c0 + (c1 - c0) * math.log(s / s0) / math.log(s1 / s0)) * 2) / 2
@@ -260,10 +260,11 @@ def centres(exp: Experiment, opts: dict[str, Any], procs: int) -> dict[str, dict
 
 
 def result_stem(exp: Experiment, opts: dict[str, Any]) -> str:
-    """File stem of a sweep's results: the depth sweep on a non-default task is tagged."""
+    """File stem of a sweep's results: a non-default depth task or a lone variant is tagged."""
+    stem = f"mutransfer_{exp.name}"
     if exp.name == "depth" and opts["depth_task"] != "transformer":
-        return f"mutransfer_depth_{opts['depth_task']}"
-    return f"mutransfer_{exp.name}"
+        stem += f"_{opts['depth_task']}"
+    return stem + (f"_{exp.variants[0]}" if len(exp.variants) == 1 else "")
 
 
 def _previous_centres(exp: Experiment, opts: dict[str, Any],
@@ -273,12 +274,14 @@ def _previous_centres(exp: Experiment, opts: dict[str, Any],
     The probes only place the grid; reusing them saves their runs when a sweep is repeated
     with more seeds. Whether each optimum is interior is still checked and shown.
     """
-    path = out_dir / f"{result_stem(exp, opts)}.json"
-    if not path.exists():
+    full = Experiment(exp.name, ("",) * 2, exp.scales, exp.axis, exp.steps, exp.base)
+    paths = [out_dir / f"{result_stem(e, opts)}.json" for e in (exp, full)]
+    path = next((p for p in paths if p.exists()), None)
+    if path is None:
         return None
     old = json.loads(path.read_text())
     prev = old.get("grid_centres", {})
-    if old.get("steps") != exp.steps or set(prev) != set(exp.variants) or any(
+    if old.get("steps") != exp.steps or not set(exp.variants) <= set(prev) or any(
             {int(k) for k in prev[v]} != set(exp.scales) for v in exp.variants):
         return None
     out = {v: {int(k): float(x) for k, x in prev[v].items()} for v in exp.variants}
@@ -370,6 +373,16 @@ def _bootstrap(results: list[tuple[Job, float, float]], exp: Experiment, var: st
 
 def verdicts(exp: Experiment, summary: dict[str, Any]) -> dict[str, Any]:
     """The issue's targets for this sweep, measured."""
+    if len(exp.variants) == 1:  # one variant run alone: only its own targets
+        var = exp.variants[0]
+        d = summary["variants"][var]
+        best = [d["curves"][str(s)]["best_loss"] for s in exp.scales]
+        if var in ("sp", "unscaled"):
+            return {f"{var} |drift| >= 2.5": abs(d["drift_octaves"]) >= 2.5}
+        return {f"{var} |drift| <= 0.5": abs(d["drift_octaves"]) <= 0.5,
+                f"{var} spread <= 0.5": d["spread_octaves"] <= 0.5,
+                f"{var} best loss improves with scale":
+                    all(b1 < b0 for b0, b1 in itertools.pairwise(best))}
     ref, scaled = (summary["variants"][v] for v in exp.variants)
     best_ref = [ref["curves"][str(s)]["best_loss"] for s in exp.scales]
     best = [scaled["curves"][str(s)]["best_loss"] for s in exp.scales]
@@ -416,11 +429,12 @@ def _plot(exp: Experiment, summary: dict[str, Any], path: pathlib.Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
+    n = len(exp.variants)
+    fig, axes = plt.subplots(1, n + 1, figsize=(5.7 * (n + 1), 4.4))
     cmap = plt.get_cmap("viridis")
     lo = min(min(c["mean"]) for d in summary["variants"].values()
              for c in d["curves"].values())
-    for ax, var in zip(axes[:2], exp.variants, strict=True):
+    for ax, var in zip(axes[:n], exp.variants, strict=True):
         d = summary["variants"][var]
         for k, s in enumerate(exp.scales):
             c = d["curves"][str(s)]
@@ -433,8 +447,8 @@ def _plot(exp: Experiment, summary: dict[str, Any], path: pathlib.Path) -> None:
         ax.set_ylabel("validation loss")
         ax.set_ylim(lo - 0.05, lo + 1.0)
         ax.legend(fontsize=8)
-    ax = axes[2]
-    for var, marker in zip(exp.variants, ("s", "o"), strict=True):
+    ax = axes[n]
+    for var, marker in zip(exp.variants, ("s", "o"), strict=False):
         d = summary["variants"][var]
         xs = [math.log2(s) for s in exp.scales]
         ys = [d["curves"][str(s)]["optimum"] for s in exp.scales]
@@ -462,7 +476,7 @@ def sweep(exp: Experiment, opts: dict[str, Any], procs: int, seeds: int, points:
     jobs = [Job(exp.name, var, s, lr, seed) for var in exp.variants for s in exp.scales
             for lr in grids[var][s] for seed in range(seeds)]
     print(f"[{exp.name}] {len(jobs)} runs ({points} LRs × {len(exp.scales)} {exp.axis}s × "
-          f"{seeds} seeds × 2 variants, {exp.steps} steps each)", flush=True)
+          f"{seeds} seeds × {len(exp.variants)} variants, {exp.steps} steps each)", flush=True)
     results = _pool_run(jobs, opts, procs, exp.name)
     chars = exp.name == "transformer" or opts["depth_task"] in ("transformer", "mlp_chars")
     cap = math.log(128 if chars else 10) + 1.0
@@ -621,6 +635,9 @@ def main() -> None:
     ap.add_argument("--cache", default=None,
                     help="JSON-lines file of finished runs: appended to, and runs found "
                          "there are not repeated (resume a stopped sweep)")
+    ap.add_argument("--variants", default=None,
+                    help="run one variant alone (e.g. mup: repeat µP's sweep with more seeds "
+                         "without SP's); its results get their own file")
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args()
     import torch
@@ -668,6 +685,9 @@ def main() -> None:
             exp = Experiment(exp.name, exp.variants, exp.scales, exp.axis, exp.steps,
                              _tf_base(tuned))
             experiments[part] = exp
+        if a.variants:
+            keep = tuple(v for v in exp.variants if v in a.variants.split(","))
+            exp = Experiment(exp.name, keep, exp.scales, exp.axis, exp.steps, exp.base)
         sweep(exp, opts, 1 if cuda else a.procs, a.seeds, a.points, out_dir)
     print(f"\ndone in {time.perf_counter() - t_all:.0f}s; results in {out_dir}")
 

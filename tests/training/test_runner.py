@@ -161,3 +161,33 @@ def test_infer_role() -> None:
     assert infer_role("h.0.attn.weight", torch.zeros(3, 3)) == "hidden"
     assert infer_role("h.0.attn.bias", torch.zeros(3)) == "bias"
     assert infer_role("h.0.ln.weight", torch.zeros(3)) == "norm"
+
+
+def test_completep_transformer_at_8x_depth() -> None:
+    """CompleteP (α=1) in the built transformer, against Table 1 and nanoGPT-mup's code.
+
+    At 8× the base depth: every residual branch ×⅛; block matrices, norms and QK-norms keep
+    their LR (m_L^(α−1) = 1) and get ε/8 (m_L^−α), since their gradients carry the ⅛;
+    embeddings, readout and final norm keep LR and ε; branch output layers keep their init
+    (no depth factor). The unscaled residual (µP without a depth rule) changes nothing.
+    """
+    values = {"lr": 1e-2, "eps": 1e-8}
+    deep = _setup("completep", width=32, depth=16, values=values)
+    model = build_proxy("transformer", deep, seq_len=16)
+    assert [b.res for b in model.blocks] == pytest.approx([1 / 8] * 16)
+    groups = {g["role"]: g for g in deep.param_groups(model)}
+    for role, g in groups.items():
+        assert g["lr"] == pytest.approx(1e-2), role
+        in_block = role.split(".")[0] in ("hidden", "norm", "qk_norm")
+        assert g["eps"] == pytest.approx(1e-8 / 8 if in_block else 1e-8), role
+    assert {"embedding", "embedding.pos", "readout", "final_norm"} <= set(groups)
+    shallow = build_proxy("transformer", _setup("completep", width=32, depth=2,
+                                                values=values), seq_len=16)
+    for name in ("proj", "fc_out", "fc_in"):
+        a = torch.cat([getattr(b, name).weight.detach().flatten() for b in model.blocks])
+        b = getattr(shallow.blocks[0], name).weight.detach()
+        assert float(a.std()) == pytest.approx(float(b.std()), rel=0.1), name
+    unscaled = _setup("mup", width=32, depth=16, values=values)
+    plain = build_proxy("transformer", unscaled, seq_len=16)
+    assert [b.res for b in plain.blocks] == pytest.approx([1.0] * 16)
+    assert all(g["eps"] == pytest.approx(1e-8) for g in unscaled.param_groups(plain))

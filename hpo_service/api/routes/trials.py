@@ -7,14 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel
 
-from hpo_service.api.deps import (
-    ClientDep,
-    DatabaseDep,
-    NowDep,
-    PrincipalDep,
-    SettingsDep,
-    WorkerDep,
-)
+from hpo_service.api.deps import ClientDep, DatabaseDep, NowDep, PrincipalDep, WorkerCallDep
 from hpo_service.api.schemas.common import Page
 from hpo_service.api.schemas.trials import (
     CompleteRequest,
@@ -50,24 +43,17 @@ def _json(model: BaseModel) -> Response:
 
 
 @router.post("/v1/studies/{study_id}/suggestions", response_model=SuggestionsRead)
-def suggest(
-    study_id: str,
-    body: SuggestionsRequest,
-    db: DatabaseDep,
-    principal: WorkerDep,
-    settings: SettingsDep,
-    now: NowDep,
-) -> SuggestionsRead:
+def suggest(study_id: str, body: SuggestionsRequest, call: WorkerCallDep) -> SuggestionsRead:
     """Lease up to ``count`` trials to the worker (own, then queued, then new)."""
     result = suggestions.request_suggestions(
-        db,
-        principal,
+        call.db,
+        call.principal,
         study_id,
         worker_id=body.worker_id,
         count=body.count,
-        now=now,
-        lease_seconds=settings.lease_seconds,
-        deadline_s=settings.suggestion_deadline_seconds,
+        now=call.now,
+        lease_seconds=call.settings.lease_seconds,
+        deadline_s=call.settings.suggestion_deadline_seconds,
     )
     return SuggestionsRead(
         trials=[TrialRead.of(t) for t in result.trials], study_state=result.study_state.value
@@ -140,22 +126,15 @@ def get_trial(trial_id: str, db: DatabaseDep, principal: PrincipalDep) -> TrialR
 
 
 @router.post("/v1/trials/{trial_id}/heartbeat", response_model=HeartbeatRead)
-def heartbeat(
-    trial_id: str,
-    body: HeartbeatRequest,
-    db: DatabaseDep,
-    principal: WorkerDep,
-    settings: SettingsDep,
-    now: NowDep,
-) -> Response:
+def heartbeat(trial_id: str, body: HeartbeatRequest, call: WorkerCallDep) -> Response:
     """Extend the lease; tells the worker whether to stop early."""
     result = trials.heartbeat(
-        db,
-        principal,
+        call.db,
+        call.principal,
         trial_id,
         worker_id=body.worker_id,
-        now=now,
-        lease_seconds=settings.lease_seconds,
+        now=call.now,
+        lease_seconds=call.settings.lease_seconds,
     )
     return _json(
         HeartbeatRead(lease_expires_at=result.lease_expires_at, should_stop=result.should_stop)
@@ -163,69 +142,61 @@ def heartbeat(
 
 
 @router.post("/v1/trials/{trial_id}/measurements", response_model=ShouldStopRead)
-def report(
-    trial_id: str,
-    body: MeasurementRequest,
-    db: DatabaseDep,
-    principal: WorkerDep,
-    settings: SettingsDep,
-    now: NowDep,
-) -> Response:
+def report(trial_id: str, body: MeasurementRequest, call: WorkerCallDep) -> Response:
     """Store an intermediate measurement (extends the lease)."""
     should_stop = trials.report_measurement(
-        db,
-        principal,
+        call.db,
+        call.principal,
         trial_id,
         worker_id=body.worker_id,
         step=body.step,
         metrics=body.metrics,
         elapsed_s=body.elapsed_s,
-        now=now,
-        lease_seconds=settings.lease_seconds,
+        now=call.now,
+        lease_seconds=call.settings.lease_seconds,
     )
     return _json(ShouldStopRead(should_stop=should_stop))
 
 
 @router.post("/v1/trials/{trial_id}/complete", response_model=TrialRead)
-def complete(
-    trial_id: str, body: CompleteRequest, db: DatabaseDep, principal: WorkerDep, now: NowDep
-) -> TrialRead:
+def complete(trial_id: str, body: CompleteRequest, call: WorkerCallDep) -> TrialRead:
     """Finish the trial with its final metrics; the same request again is a no-op."""
     trial = trials.complete_trial(
-        db,
-        principal,
+        call.db,
+        call.principal,
         trial_id,
         worker_id=body.worker_id,
         metrics=body.metrics,
         cost=body.cost,
-        now=now,
+        now=call.now,
     )
     return TrialRead.of(trial)
 
 
 @router.post("/v1/trials/{trial_id}/fail", response_model=TrialRead)
-def fail(
-    trial_id: str, body: FailRequest, db: DatabaseDep, principal: WorkerDep, now: NowDep
-) -> TrialRead:
+def fail(trial_id: str, body: FailRequest, call: WorkerCallDep) -> TrialRead:
     """Record a failure; with ``retry`` the trial is queued again while attempts remain."""
     trial = trials.fail_trial(
-        db,
-        principal,
+        call.db,
+        call.principal,
         trial_id,
         worker_id=body.worker_id,
         error=body.error,
         retry=body.retry,
-        now=now,
+        now=call.now,
     )
     return TrialRead.of(trial)
 
 
 @router.post("/v1/trials/{trial_id}/infeasible", response_model=TrialRead)
-def infeasible(
-    trial_id: str, body: InfeasibleRequest, db: DatabaseDep, principal: WorkerDep, now: NowDep
-) -> TrialRead:
+def infeasible(trial_id: str, body: InfeasibleRequest, call: WorkerCallDep) -> TrialRead:
     """Record that the point cannot be evaluated."""
     trial = trials.mark_infeasible(
-        db, principal, trial_id, worker_id=body.worker_id, reason=body.reason, now=now
+        call.db,
+        call.principal,
+        trial_id,
+        worker_id=body.worker_id,
+        reason=body.reason,
+        now=call.now,
     )
     return TrialRead.of(trial)

@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hpo_service.db.idle_ping import ping_when_idle
 from hpo_service.db.key_secret import key_secret_path, load_or_create_key_secret
 from hpo_service.db.key_secret_check import (
     KeySecretMismatchError,
@@ -30,6 +31,8 @@ from hpo_service.db.key_secret_check import (
 )
 
 __all__ = ["Database", "normalize_url"]
+
+_PING_AFTER_IDLE_SECONDS = 2.0
 
 
 def normalize_url(url: str) -> str:
@@ -117,9 +120,9 @@ class Database:
 
     def _make_engine(self, busy_timeout_ms: int, pool_size: int) -> Engine:
         if not self.is_sqlite:
-            return create_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-            )
+            pg = create_engine(self.url, pool_size=pool_size, max_overflow=pool_size)
+            ping_when_idle(pg, _PING_AFTER_IDLE_SECONDS)  # not pool_pre_ping: see idle_ping
+            return pg
         # Pooled connections: opening one runs the pragmas below, and closing the last
         # connection to a WAL database checkpoints it; both cost more than a small write.
         engine = create_engine(

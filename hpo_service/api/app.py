@@ -28,6 +28,8 @@ from hpo_service.services.admin import KeyUsageRecorder
 
 __all__ = ["app_from_environment", "create_app"]
 
+_TAG_ORDER = ("health", "studies", "trials", "families", "admin", "transfer")
+
 
 def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     """Build the service for ``settings``.
@@ -70,6 +72,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         version=__version__,
         summary="Bayesian optimisation of hyperparameters on small proxies, as a service.",
         lifespan=lifespan,
+        openapi_tags=[{"name": tag} for tag in _TAG_ORDER],
     )
     app.state.settings = settings
     app.state.db = database
@@ -83,9 +86,13 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.metrics = Metrics(database)
     app.add_middleware(KeyUsageMiddleware, recorder=KeyUsageRecorder(database))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: times all
+    # Routes are matched in order, router by router, and nearly every request is a
+    # worker's heartbeat or report: matching them first saves the failed matches
+    # against every other route (a sixth of the framework's work per heartbeat).
+    # ``openapi_tags`` keeps the documentation in its reading order regardless.
+    app.include_router(trials.router, responses=PROBLEM_RESPONSES)
     app.include_router(health.router)
     app.include_router(studies.router, responses=PROBLEM_RESPONSES)
-    app.include_router(trials.router, responses=PROBLEM_RESPONSES)
     app.include_router(families.router, responses=PROBLEM_RESPONSES)
     app.include_router(admin.router, responses=PROBLEM_RESPONSES)
     app.include_router(transfer.router, responses=PROBLEM_RESPONSES)
@@ -101,7 +108,11 @@ def _register_problem_schema(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(
-                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                routes=app.routes,
+                tags=app.openapi_tags,
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components["Problem"] = Problem.model_json_schema(

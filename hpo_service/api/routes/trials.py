@@ -42,6 +42,84 @@ def _json(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 
 
+# Worker routes first: routes are matched in file order and these carry the traffic.
+@router.post("/v1/trials/{trial_id}/heartbeat", response_model=HeartbeatRead)
+def heartbeat(trial_id: str, body: HeartbeatRequest, call: WorkerCallDep) -> Response:
+    """Extend the lease; tells the worker whether to stop early."""
+    result = trials.heartbeat(
+        call.db,
+        call.principal,
+        trial_id,
+        worker_id=body.worker_id,
+        now=call.now,
+        lease_seconds=call.settings.lease_seconds,
+    )
+    return _json(
+        HeartbeatRead(lease_expires_at=result.lease_expires_at, should_stop=result.should_stop)
+    )
+
+
+@router.post("/v1/trials/{trial_id}/measurements", response_model=ShouldStopRead)
+def report(trial_id: str, body: MeasurementRequest, call: WorkerCallDep) -> Response:
+    """Store an intermediate measurement (extends the lease)."""
+    should_stop = trials.report_measurement(
+        call.db,
+        call.principal,
+        trial_id,
+        worker_id=body.worker_id,
+        step=body.step,
+        metrics=body.metrics,
+        elapsed_s=body.elapsed_s,
+        now=call.now,
+        lease_seconds=call.settings.lease_seconds,
+    )
+    return _json(ShouldStopRead(should_stop=should_stop))
+
+
+@router.post("/v1/trials/{trial_id}/complete", response_model=TrialRead)
+def complete(trial_id: str, body: CompleteRequest, call: WorkerCallDep) -> TrialRead:
+    """Finish the trial with its final metrics; the same request again is a no-op."""
+    trial = trials.complete_trial(
+        call.db,
+        call.principal,
+        trial_id,
+        worker_id=body.worker_id,
+        metrics=body.metrics,
+        cost=body.cost,
+        now=call.now,
+    )
+    return TrialRead.of(trial)
+
+
+@router.post("/v1/trials/{trial_id}/fail", response_model=TrialRead)
+def fail(trial_id: str, body: FailRequest, call: WorkerCallDep) -> TrialRead:
+    """Record a failure; with ``retry`` the trial is queued again while attempts remain."""
+    trial = trials.fail_trial(
+        call.db,
+        call.principal,
+        trial_id,
+        worker_id=body.worker_id,
+        error=body.error,
+        retry=body.retry,
+        now=call.now,
+    )
+    return TrialRead.of(trial)
+
+
+@router.post("/v1/trials/{trial_id}/infeasible", response_model=TrialRead)
+def infeasible(trial_id: str, body: InfeasibleRequest, call: WorkerCallDep) -> TrialRead:
+    """Record that the point cannot be evaluated."""
+    trial = trials.mark_infeasible(
+        call.db,
+        call.principal,
+        trial_id,
+        worker_id=body.worker_id,
+        reason=body.reason,
+        now=call.now,
+    )
+    return TrialRead.of(trial)
+
+
 @router.post("/v1/studies/{study_id}/suggestions", response_model=SuggestionsRead)
 def suggest(study_id: str, body: SuggestionsRequest, call: WorkerCallDep) -> SuggestionsRead:
     """Lease up to ``count`` trials to the worker (own, then queued, then new)."""
@@ -123,80 +201,3 @@ def list_trials(
 def get_trial(trial_id: str, db: DatabaseDep, principal: PrincipalDep) -> TrialRead:
     """One trial with its measurements."""
     return TrialRead.of(trials.get_trial(db, principal, trial_id))
-
-
-@router.post("/v1/trials/{trial_id}/heartbeat", response_model=HeartbeatRead)
-def heartbeat(trial_id: str, body: HeartbeatRequest, call: WorkerCallDep) -> Response:
-    """Extend the lease; tells the worker whether to stop early."""
-    result = trials.heartbeat(
-        call.db,
-        call.principal,
-        trial_id,
-        worker_id=body.worker_id,
-        now=call.now,
-        lease_seconds=call.settings.lease_seconds,
-    )
-    return _json(
-        HeartbeatRead(lease_expires_at=result.lease_expires_at, should_stop=result.should_stop)
-    )
-
-
-@router.post("/v1/trials/{trial_id}/measurements", response_model=ShouldStopRead)
-def report(trial_id: str, body: MeasurementRequest, call: WorkerCallDep) -> Response:
-    """Store an intermediate measurement (extends the lease)."""
-    should_stop = trials.report_measurement(
-        call.db,
-        call.principal,
-        trial_id,
-        worker_id=body.worker_id,
-        step=body.step,
-        metrics=body.metrics,
-        elapsed_s=body.elapsed_s,
-        now=call.now,
-        lease_seconds=call.settings.lease_seconds,
-    )
-    return _json(ShouldStopRead(should_stop=should_stop))
-
-
-@router.post("/v1/trials/{trial_id}/complete", response_model=TrialRead)
-def complete(trial_id: str, body: CompleteRequest, call: WorkerCallDep) -> TrialRead:
-    """Finish the trial with its final metrics; the same request again is a no-op."""
-    trial = trials.complete_trial(
-        call.db,
-        call.principal,
-        trial_id,
-        worker_id=body.worker_id,
-        metrics=body.metrics,
-        cost=body.cost,
-        now=call.now,
-    )
-    return TrialRead.of(trial)
-
-
-@router.post("/v1/trials/{trial_id}/fail", response_model=TrialRead)
-def fail(trial_id: str, body: FailRequest, call: WorkerCallDep) -> TrialRead:
-    """Record a failure; with ``retry`` the trial is queued again while attempts remain."""
-    trial = trials.fail_trial(
-        call.db,
-        call.principal,
-        trial_id,
-        worker_id=body.worker_id,
-        error=body.error,
-        retry=body.retry,
-        now=call.now,
-    )
-    return TrialRead.of(trial)
-
-
-@router.post("/v1/trials/{trial_id}/infeasible", response_model=TrialRead)
-def infeasible(trial_id: str, body: InfeasibleRequest, call: WorkerCallDep) -> TrialRead:
-    """Record that the point cannot be evaluated."""
-    trial = trials.mark_infeasible(
-        call.db,
-        call.principal,
-        trial_id,
-        worker_id=body.worker_id,
-        reason=body.reason,
-        now=call.now,
-    )
-    return TrialRead.of(trial)

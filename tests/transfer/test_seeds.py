@@ -230,3 +230,17 @@ def test_only_model_based_designers_cut_the_seeds_short(algorithm: str, phase: i
     d = designer_for(config, 0)
     assert isinstance(d, RegionDesigner)
     assert d.seed_phase == phase
+
+
+@pytest.mark.parametrize(("spec_phase", "phase"), [(None, 3), (2, 2), (6, 6)])
+def test_spec_may_set_the_seed_phase(spec_phase: int | None, phase: int) -> None:
+    fitted = {"version": 1, "region": BOX.to_json(), "seeds": SEEDS}
+    spec: dict[str, object] = {"method": "box", "fitted": fitted}
+    if spec_phase is not None:
+        spec["seed_phase"] = spec_phase
+    config = StudyConfig(
+        space=SPACE, objective=Objective(metric="y"), algorithm="gp", transfer=spec
+    )
+    d = designer_for(config, 0)
+    assert isinstance(d, RegionDesigner)
+    assert d.seed_phase == phase

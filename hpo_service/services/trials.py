@@ -23,7 +23,7 @@ from hpo_service.db.ids import is_wellformed, new_id
 from hpo_service.db.mapping import study_config, to_trial
 from hpo_service.db.models import StudyRow, TrialRow
 from hpo_service.db.repositories import TrialRepository
-from hpo_service.db.repositories.lease_writes import LeaseTouch, LeaseWrites
+from hpo_service.db.repositories.lease_writes import LeaseTouch, LeaseWrites, NewMeasurement
 from hpo_service.db.repositories.trials import LeaseView
 from hpo_service.domain import (
     LEASED_STATES,
@@ -175,29 +175,37 @@ def _lease(repo: TrialRepository, principal: Principal, trial_id: str) -> LeaseV
 
 
 def _touch_lease(
-    conn: Connection, principal: Principal, trial_id: str, worker_id: str, expires: datetime
+    conn: Connection,
+    principal: Principal,
+    trial_id: str,
+    worker_id: str,
+    expires: datetime,
+    measurement: NewMeasurement | None = None,
 ) -> LeaseTouch:
-    """Check the caller holds the lease and extend it; return the trial's lease state.
+    """Check the caller holds the lease, extend it, store ``measurement``; return the lease.
 
-    The common case is one ``UPDATE ... RETURNING``. When it matches nothing (unknown
-    trial, another worker's lease, a finished trial, or a lease that changed hands
-    concurrently) the full checks run on a locked read, so the caller gets the same
-    404/409 as every other state change, or the extension after all if the lease is
-    (now) theirs.
+    The common case is one ``UPDATE ... RETURNING`` (with the INSERT, one statement on
+    PostgreSQL). When it matches nothing (unknown trial, another worker's lease, a
+    finished trial, or a lease that changed hands concurrently) the full checks run on a
+    locked read, so the caller gets the same 404/409 as every other state change, or
+    the writes after all if the lease is (now) theirs.
     """
     if not is_wellformed(trial_id):
         raise TrialNotFoundError(trial_id)
-    touched = LeaseWrites(conn).touch(trial_id, worker_id, expires)
+    writes = LeaseWrites(conn)
+    touched = writes.touch(trial_id, worker_id, expires, then_append=measurement)
     if touched is not None:
         if not principal.can_see(touched.tenant):
-            raise TrialNotFoundError(trial_id)  # the transaction rolls the update back
+            raise TrialNotFoundError(trial_id)  # the transaction rolls the writes back
         return touched
     with Session(bind=conn) as session:
         repo = TrialRepository(session)
         view = _lease(repo, principal, trial_id)
         _held(view, worker_id)
         repo.set_lease_expiry(view.id, expires)
-        return LeaseTouch(view.state, view.tenant, view.has_stopping)
+    if measurement is not None:
+        writes.append(view.id, measurement)
+    return LeaseTouch(view.state, view.tenant, view.has_stopping)
 
 
 def heartbeat(
@@ -235,16 +243,16 @@ def report_measurement(
 ) -> bool:
     """Store an intermediate measurement, extend the lease; return ``should_stop``.
 
-    Like ``heartbeat``, plus one prebuilt INSERT; the ORM rows are loaded only when the
-    study has a stopping policy to evaluate, in a session joining the same transaction.
+    Like ``heartbeat``, plus the INSERT (in the same statement on PostgreSQL); the ORM
+    rows are loaded only when the study has a stopping policy to evaluate, in a session
+    joining the same transaction.
     """
     require_role(principal, Role.WORKER)
     clean = _check_metrics(metrics, ("body", "metrics"))
+    measurement = NewMeasurement(step=step, metrics=clean, elapsed_s=elapsed_s, at=now)
+    expires = lease_end(now, lease_seconds)
     with db.write_connection() as conn:
-        touched = _touch_lease(conn, principal, trial_id, worker_id, lease_end(now, lease_seconds))
-        LeaseWrites(conn).append_measurement(
-            trial_id, step=step, metrics=clean, elapsed_s=elapsed_s, at=now
-        )
+        touched = _touch_lease(conn, principal, trial_id, worker_id, expires, measurement)
         if touched.state != TrialState.ACTIVE.value or not touched.has_stopping:
             return touched.state == TrialState.STOPPING.value
         with Session(bind=conn) as session:

@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
+from hpo_service.db.repositories.lease_writes import LeaseWrites
 from hpo_service.domain import Principal, Role, Trial, TrialState
 from hpo_service.errors import TrialNotFoundError, TrialNotLeasedError
 from hpo_service.services import trials
@@ -130,3 +131,19 @@ def test_write_connection_rolls_back_on_error(db: Database) -> None:
     with db.write_connection() as conn:
         conn.execute(text("UPDATE trials SET error = 'kept' WHERE id = :i"), {"i": t.id})
     assert trials.get_trial(db, ME, t.id).error == "kept"
+
+
+def test_lease_that_changed_hands_concurrently_is_written_by_the_full_path(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The UPDATE missed (as when the lease moved while it waited); the locked read finds
+    the lease is the caller's, so the extension and the measurement are stored anyway."""
+    t = _leased(db)
+    monkeypatch.setattr(LeaseWrites, "touch", lambda *_a, **_k: None)
+    assert _report(db, ME, t.id) is False
+    _heartbeat(db, ME, t.id)
+    after = trials.get_trial(db, ME, t.id)
+    assert [m.step for m in after.measurements] == [1]
+    assert after.lease_expires_at is not None
+    assert t.lease_expires_at is not None
+    assert after.lease_expires_at > t.lease_expires_at

@@ -1,11 +1,11 @@
 """Dependencies as ``Annotated`` aliases, so handler signatures stay short.
 
 Every dependency here is ``async def`` on purpose: FastAPI runs a plain ``def``
-dependency in the thread pool, and a report or heartbeat declares five of them
-(database, settings, now, principal, role). Each hop to a worker thread and back costs
-more than the dependency itself; profiled, the hops were a quarter of the server's CPU
-on the report path. None of them blocks: the only one that may touch the database (an
-authentication that misses the cache) hands that call to the thread pool itself.
+dependency in the thread pool, and each hop to a worker thread and back costs more than
+the dependency itself; profiled, when a report declared five sync dependencies
+(database, settings, now, principal, role), the hops were a quarter of the server's CPU.
+None of them blocks: the only one that may touch the database (an authentication that
+misses the cache) hands that call to the thread pool itself.
 
 Worker routes take one ``WorkerCallDep`` instead of four: FastAPI's resolution of each
 dependency (signature walk, cache lookup, call) cost about as much as a heartbeat's

@@ -18,7 +18,7 @@ Four parts, run in order (``--parts``):
   unchanged, block ε ×1/m_L) vs an unscaled residual (µP without a depth rule). Default
   ``--depth-task transformer``: the character transformer of the width sweep (pre-norm,
   the setting CompleteP was shown in) at its base width 32 with its service-tuned base
-  values, 256 tokens per step, 200 steps, linear decay; its loss falls with depth. The
+  values, 256 tokens per step, 100 steps (as its width sweep), linear decay. The
   residual MLP tasks (``mlp_deep_teacher``: labels from a 6-layer tanh teacher;
   ``mlp_chars``; ``mlp_residual``) remain selectable; on them the loss barely moves with
   depth (deep teacher 1.415→1.394) or worsens (``mlp_chars``), which leaves the
@@ -609,7 +609,7 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=12, help="LRs per curve (half octaves)")
     ap.add_argument("--steps", type=int, default=200, help="MLP steps")
     ap.add_argument("--depth-steps", type=int, default=None,
-                    help="default 200 (transformer), 300 (MLP tasks)")
+                    help="default 100 (transformer, as its width sweep), 300 (MLP tasks)")
     ap.add_argument("--depth-batch", type=int, default=256,
                     help="examples (MLP) or tokens (transformer) per step")
     ap.add_argument("--depth-task", default="transformer",
@@ -647,7 +647,7 @@ def main() -> None:
     mlp_widths = a.mlp_widths or ("128,256,512,1024,2048" if cuda else "64,128,256,512")
     tf_widths = a.tf_widths or ("64,128,256,512,1024" if cuda else "32,64,128,256")
     tf_depth = a.depth_task == "transformer"
-    a.depth_steps = a.depth_steps or (200 if tf_depth else 300)
+    a.depth_steps = a.depth_steps or (100 if tf_depth else 300)
     if a.quick:
         a.seeds, a.steps, a.tf_steps, a.points, a.tune_budget = 1, 40, 20, 6, "4,2"
         a.depth_steps = 40

@@ -161,7 +161,7 @@ def parse_metric_line(line: str) -> MetricLine | None:
     text = line.strip()
     if not text.startswith(METRIC_PREFIX):
         return None
-    rest = text[len(METRIC_PREFIX):]
+    rest = text[len(METRIC_PREFIX) :]
     if rest and not rest[0].isspace():
         return None  # e.g. HPO_METRICS: not ours
     try:

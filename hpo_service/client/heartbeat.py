@@ -39,22 +39,26 @@ class HeartbeatThread(threading.Thread):
         while not self.done.wait(self.interval):
             try:
                 answer = self.worker.call(
-                    "heartbeat", lambda: self.client.heartbeat(run.id, run.worker_id),
-                    slot=run.slot, stop=self.done,
+                    "heartbeat",
+                    lambda: self.client.heartbeat(run.id, run.worker_id),
+                    slot=run.slot,
+                    stop=self.done,
                     policy=Backoff(base=0.1, cap=1.0, deadline=max(0.5, self.interval)),
                     quiet=True,
                 )
             except GiveUpError as exc:
                 # Try again next interval: the lease may still be alive. Say so once.
                 if not failing:
-                    self.worker.sink.emit("warn", run.slot, trial=run.id,
-                                          error=f"heartbeat failing: {exc.last}"[:200])
+                    self.worker.sink.emit(
+                        "warn", run.slot, trial=run.id, error=f"heartbeat failing: {exc.last}"[:200]
+                    )
                 failing = True
                 continue
             except ProblemError as exc:
                 if exc.status in (404, 409):
-                    self.worker.sink.emit("trial.lease_lost", run.slot, trial=run.id,
-                                          error=exc.detail[:200])
+                    self.worker.sink.emit(
+                        "trial.lease_lost", run.slot, trial=run.id, error=exc.detail[:200]
+                    )
                     run.interrupt("lease_lost")
                     return
                 continue

@@ -78,6 +78,8 @@ class ConfigError(Exception):
 def default_worker_id() -> str:
     """``<host>-<pid>``: unique per process; pass ``--worker-id`` to resume after a restart."""
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
 class Worker:
     """Runs trials of one study until there is no more work or it is told to stop."""
 
@@ -126,8 +128,14 @@ class Worker:
         )
 
     def call(
-        self, op: str, fn: Callable[[], T], *, slot: int | None = None,
-        policy: Backoff | None = None, stop: threading.Event | None = None, quiet: bool = False,
+        self,
+        op: str,
+        fn: Callable[[], T],
+        *,
+        slot: int | None = None,
+        policy: Backoff | None = None,
+        stop: threading.Event | None = None,
+        quiet: bool = False,
     ) -> T:
         """``retry_call`` with this worker's policy, logging each retry unless ``quiet``."""
 
@@ -136,8 +144,9 @@ class Worker:
                 "retry", slot, op=op, attempt=attempt, sleep=round(sleep, 2), error=str(exc)[:200]
             )
 
-        return retry_call(fn, policy or self._policy(), stop=stop,
-                          on_retry=None if quiet else told, rng=self._rng)
+        return retry_call(
+            fn, policy or self._policy(), stop=stop, on_retry=None if quiet else told, rng=self._rng
+        )
 
     def prepare(self) -> None:
         """Read the study and check the command or proxy against it before any lease.
@@ -183,7 +192,10 @@ class Worker:
             return EXIT_CONFIG
         cfg = self.config
         self.sink.emit(
-            "worker.start", study=cfg.study_id, worker=cfg.worker_id, parallel=cfg.parallel,
+            "worker.start",
+            study=cfg.study_id,
+            worker=cfg.worker_id,
+            parallel=cfg.parallel,
             mode="proxy" if cfg.proxy else "command",
         )
         threads = [
@@ -217,8 +229,10 @@ class Worker:
         while not self._stop_leasing.is_set():
             try:
                 leased = self.call(
-                    "suggest", lambda: client.suggest(self.config.study_id, worker_id, 1),
-                    slot=slot, stop=self._stop_leasing,
+                    "suggest",
+                    lambda: client.suggest(self.config.study_id, worker_id, 1),
+                    slot=slot,
+                    stop=self._stop_leasing,
                 )
             except GiveUpError as exc:
                 if self._stop_leasing.is_set():
@@ -229,8 +243,9 @@ class Worker:
                 idle = 0
                 for trial in trials:
                     if self._stop_leasing.is_set():
-                        self._finish(client, TrialRun(trial, slot, worker_id),
-                                     self._release_outcome())
+                        self._finish(
+                            client, TrialRun(trial, slot, worker_id), self._release_outcome()
+                        )
                     else:
                         self._run_trial(client, slot, worker_id, trial)
                 continue
@@ -246,8 +261,10 @@ class Worker:
         """The exit rule of API.md: study completed, or max_trials reached and all finished."""
         try:
             study = self.call(
-                "get_study", lambda: client.get_study(self.config.study_id),
-                slot=slot, stop=self._stop_leasing,
+                "get_study",
+                lambda: client.get_study(self.config.study_id),
+                slot=slot,
+                stop=self._stop_leasing,
             )
         except GiveUpError:
             return self._stop_leasing.is_set()
@@ -282,8 +299,12 @@ class Worker:
         if self._release.is_set():
             run.interrupt("shutdown")
         self.sink.emit(
-            "trial.start", slot, trial=run.id, number=trial.get("number"),
-            attempt=trial.get("attempt"), params=trial.get("params"),
+            "trial.start",
+            slot,
+            trial=run.id,
+            number=trial.get("number"),
+            attempt=trial.get("attempt"),
+            params=trial.get("params"),
         )
         beat = HeartbeatThread(self, client, run, self._heartbeat_interval(trial))
         beat.start()
@@ -296,7 +317,8 @@ class Worker:
                 outcome = self._run_command(client, run)
         except Exception as exc:
             outcome = Outcome(
-                "fail", reason=f"worker error: {exc}\n{traceback.format_exc()[-2000:]}",
+                "fail",
+                reason=f"worker error: {exc}\n{traceback.format_exc()[-2000:]}",
                 retry=self.config.retry_failures,
             )
         finally:
@@ -311,12 +333,19 @@ class Worker:
 
     def _release_outcome(self) -> Outcome:
         return Outcome(
-            "release", reason=f"worker {self.config.worker_id} shut down; trial released",
+            "release",
+            reason=f"worker {self.config.worker_id} shut down; trial released",
             retry=True,
         )
 
-    def _decide(self, run: TrialRun, done: bool, metrics: dict[str, float],
-                cost: dict[str, Any], failure: str) -> Outcome:
+    def _decide(
+        self,
+        run: TrialRun,
+        done: bool,
+        metrics: dict[str, float],
+        cost: dict[str, Any],
+        failure: str,
+    ) -> Outcome:
         """Map how the work ended (and why it was interrupted) to what to report."""
         if run.why == "lease_lost":
             return Outcome("none", reason="lease lost; the service requeued the trial")
@@ -328,21 +357,36 @@ class Worker:
             return judge_result(self._study, metrics, cost, partial=True)
         return Outcome("fail", reason=failure, retry=self.config.retry_failures)
 
-    def _measure(self, run: TrialRun, step: int, metrics: dict[str, float],
-                 elapsed: float | None) -> None:
+    def _measure(
+        self, run: TrialRun, step: int, metrics: dict[str, float], elapsed: float | None
+    ) -> None:
         """Show a measurement now and queue it for the service (never blocks training)."""
         run.step = step
         clean = finite_metrics(metrics)
         self.sink.emit(
-            "trial.step", run.slot, trial=run.id, number=run.trial.get("number"), step=step,
-            total=run.total_steps, metric=self._study_metric(clean), eta=run.eta(),
+            "trial.step",
+            run.slot,
+            trial=run.id,
+            number=run.trial.get("number"),
+            step=step,
+            total=run.total_steps,
+            metric=self._study_metric(clean),
+            eta=run.eta(),
         )
         if clean and run.reporter is not None:
             run.reporter.put((step, clean, elapsed))
 
-    def send_measurement(self, client: HPOClient, run: TrialRun, step: int,
-                          clean: dict[str, float], elapsed: float | None,
-                          stop: threading.Event, *, offline: bool) -> bool:
+    def send_measurement(
+        self,
+        client: HPOClient,
+        run: TrialRun,
+        step: int,
+        clean: dict[str, float],
+        elapsed: float | None,
+        stop: threading.Event,
+        *,
+        offline: bool,
+    ) -> bool:
         """Post one measurement; relay ``should_stop``; return whether it got through.
 
         ``offline`` (the previous one could not be delivered) allows one attempt only,
@@ -350,18 +394,25 @@ class Worker:
         """
         if run.why == "lease_lost":
             return True
-        policy = (Backoff(max_attempts=1) if offline
-                  else Backoff(base=0.2, cap=2.0, deadline=15.0))
+        policy = Backoff(max_attempts=1) if offline else Backoff(base=0.2, cap=2.0, deadline=15.0)
         try:
             stop_now = self.call(
                 "report",
                 lambda: client.report(run.id, run.worker_id, step, clean, elapsed),
-                slot=run.slot, policy=policy, stop=stop, quiet=True,
+                slot=run.slot,
+                policy=policy,
+                stop=stop,
+                quiet=True,
             )
         except GiveUpError as exc:
             # A lost measurement is only a lost point on a curve.
-            self.sink.emit("warn", run.slot, trial=run.id, step=step,
-                           error=f"measurement dropped: {exc.last}"[:200])
+            self.sink.emit(
+                "warn",
+                run.slot,
+                trial=run.id,
+                step=step,
+                error=f"measurement dropped: {exc.last}"[:200],
+            )
             return False
         except ProblemError as exc:
             if exc.status in (404, 409):
@@ -402,12 +453,18 @@ class Worker:
 
             echo = None
             if self.config.echo:
+
                 def echo(stream: str, text: str) -> None:
                     self.sink.emit("child." + stream, run.slot, trial=run.id, line=text)
 
             outcome = run_command(
-                argv, env, on_line=on_line, stop=run.stop, timeout=self.config.timeout,
-                kill_grace=self.config.kill_grace, echo=echo,
+                argv,
+                env,
+                on_line=on_line,
+                stop=run.stop,
+                timeout=self.config.timeout,
+                kill_grace=self.config.kill_grace,
+                echo=echo,
             )
             if outcome.timed_out:
                 run.interrupt("timeout")
@@ -452,7 +509,8 @@ class Worker:
             return Outcome("infeasible", reason=f"training diverged; metrics {metrics}")
         if run.why == "timeout":
             return Outcome(
-                "fail", reason=f"timed out after {self.config.timeout}s",
+                "fail",
+                reason=f"timed out after {self.config.timeout}s",
                 retry=self.config.retry_failures,
             )
         done = run.why is None
@@ -469,37 +527,59 @@ class Worker:
         key = f"{outcome.action}-{tid}-{run.trial.get('attempt')}-{uuid.uuid4().hex}"
         fn: Callable[[], Any]
         if outcome.action == "complete":
+
             def fn() -> Any:
                 return client.complete(tid, wid, outcome.metrics, outcome.cost, idempotency_key=key)
         elif outcome.action == "infeasible":
             body: JSON = {"worker_id": wid, "reason": outcome.reason[:4000]}
+
             def fn() -> Any:
-                return client.request("POST", f"/v1/trials/{tid}/infeasible", json=body,
-                                      idempotency_key=key)
+                return client.request(
+                    "POST", f"/v1/trials/{tid}/infeasible", json=body, idempotency_key=key
+                )
         else:
-            fbody: JSON = {"worker_id": wid, "error": outcome.reason[:4000],
-                           "retry": outcome.retry}
+            fbody: JSON = {"worker_id": wid, "error": outcome.reason[:4000], "retry": outcome.retry}
+
             def fn() -> Any:
-                return client.request("POST", f"/v1/trials/{tid}/fail", json=fbody,
-                                      idempotency_key=key)
+                return client.request(
+                    "POST", f"/v1/trials/{tid}/fail", json=fbody, idempotency_key=key
+                )
+
         try:
             answer = self.call(outcome.action, fn, slot=slot)
         except GiveUpError as exc:
             self._errors.append(f"trial {tid}: {outcome.action} never reached the service")
-            self.sink.emit("trial.undelivered", slot, trial=tid, action=outcome.action,
-                           error=str(exc.last)[:300])
+            self.sink.emit(
+                "trial.undelivered",
+                slot,
+                trial=tid,
+                action=outcome.action,
+                error=str(exc.last)[:300],
+            )
             return
         except ProblemError as exc:
             if exc.status == 422 and outcome.action == "complete":
                 self._finish(client, run, Outcome("fail", reason=f"result rejected: {exc.detail}"))
                 return
-            self.sink.emit("trial.rejected", slot, trial=tid, action=outcome.action,
-                           status=exc.status, slug=exc.slug, error=exc.detail[:300])
+            self.sink.emit(
+                "trial.rejected",
+                slot,
+                trial=tid,
+                action=outcome.action,
+                status=exc.status,
+                slug=exc.slug,
+                error=exc.detail[:300],
+            )
             return
         state = answer.get("state") if isinstance(answer, dict) else None
         self.sink.emit(
-            "trial.done", slot, trial=tid, number=run.trial.get("number"), action=outcome.action,
-            state=state, metric=self._study_metric(outcome.metrics),
+            "trial.done",
+            slot,
+            trial=tid,
+            number=run.trial.get("number"),
+            action=outcome.action,
+            state=state,
+            metric=self._study_metric(outcome.metrics),
             reason=outcome.reason.splitlines()[0][:200] if outcome.reason else None,
             seconds=round(time.monotonic() - run.started, 2),
         )
@@ -515,8 +595,7 @@ def _load_proxy(name: str) -> Callable[..., Any]:
         from hpo_service.client.training import runner
     except ImportError as exc:
         raise ConfigError(
-            f"--proxy needs hpo_service.client.training (and torch), which failed to import: "
-            f"{exc}"
+            f"--proxy needs hpo_service.client.training (and torch), which failed to import: {exc}"
         ) from exc
     known = getattr(runner, "PROXIES", None)
     if known is not None and name not in known:

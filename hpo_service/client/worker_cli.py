@@ -88,11 +88,24 @@ class JsonSink:
 class RichSink:
     """A live table, one row per slot, with notable events printed above it."""
 
-    _NOTABLE = frozenset({
-        "worker.start", "worker.shutdown", "worker.error", "worker.exit", "trial.done",
-        "trial.lost", "trial.undelivered", "trial.rejected", "trial.lease_lost", "retry",
-        "warn", "slot.error", "child.stdout", "child.stderr",
-    })
+    _NOTABLE = frozenset(
+        {
+            "worker.start",
+            "worker.shutdown",
+            "worker.error",
+            "worker.exit",
+            "trial.done",
+            "trial.lost",
+            "trial.undelivered",
+            "trial.rejected",
+            "trial.lease_lost",
+            "retry",
+            "warn",
+            "slot.error",
+            "child.stdout",
+            "child.stderr",
+        }
+    )
 
     def __init__(self, parallel: int) -> None:
         from rich.console import Console
@@ -102,7 +115,9 @@ class RichSink:
         self._rows: dict[int, dict[str, Any]] = {i: {"state": "starting"} for i in range(parallel)}
         self._lock = threading.RLock()
         self._live = Live(
-            console=self.console, get_renderable=self._table, refresh_per_second=4,
+            console=self.console,
+            get_renderable=self._table,
+            refresh_per_second=4,
             transient=False,
         )
         self._live.start()
@@ -119,8 +134,11 @@ class RichSink:
                 started = row.get("started")
                 eta = row.get("eta")
                 table.add_row(
-                    str(slot), str(row.get("state", "")), str(row.get("trial", "")),
-                    str(row.get("step", "")), str(row.get("metric") or ""),
+                    str(slot),
+                    str(row.get("state", "")),
+                    str(row.get("trial", "")),
+                    str(row.get("step", "")),
+                    str(row.get("metric") or ""),
                     f"{now - started:.0f}s" if started else "",
                     f"{eta:.0f}s" if isinstance(eta, int | float) else "",
                 )
@@ -133,16 +151,21 @@ class RichSink:
             if row is not None:
                 if event == "trial.start":
                     row.clear()
-                    row.update(state="running", trial=f"#{fields.get('number')}",
-                               started=time.monotonic())
+                    row.update(
+                        state="running", trial=f"#{fields.get('number')}", started=time.monotonic()
+                    )
                 elif event == "trial.step":
-                    row.update(step=fields.get("step"), metric=fields.get("metric"),
-                               eta=fields.get("eta"))
+                    row.update(
+                        step=fields.get("step"), metric=fields.get("metric"), eta=fields.get("eta")
+                    )
                     if fields.get("total"):
                         row["step"] = f"{fields['step']}/{fields['total']}"
                 elif event == "trial.done":
-                    row.update(state=f"{fields.get('state') or fields.get('action')}",
-                               started=None, eta=None)
+                    row.update(
+                        state=f"{fields.get('state') or fields.get('action')}",
+                        started=None,
+                        eta=None,
+                    )
                 elif event == "slot.idle":
                     row.update(state="waiting for work", trial="", step="", started=None)
                 elif event == "slot.done":
@@ -183,39 +206,74 @@ def add_worker_parser(subparsers: Any) -> None:
         description="Run trials: `hpo worker --server URL --key K --study ID -- CMD ...` "
         "substitutes {param} placeholders in CMD, or `--proxy NAME` trains a built-in proxy.",
     )
-    p.add_argument("--server", default=os.environ.get("HPO_SERVER", "http://127.0.0.1:8000"),
-                   help="service base URL (default $HPO_SERVER or http://127.0.0.1:8000)")
-    p.add_argument("--key", default=os.environ.get("HPO_API_KEY"),
-                   help="API key, role worker or above (default $HPO_API_KEY)")
+    p.add_argument(
+        "--server",
+        default=os.environ.get("HPO_SERVER", "http://127.0.0.1:8000"),
+        help="service base URL (default $HPO_SERVER or http://127.0.0.1:8000)",
+    )
+    p.add_argument(
+        "--key",
+        default=os.environ.get("HPO_API_KEY"),
+        help="API key, role worker or above (default $HPO_API_KEY)",
+    )
     p.add_argument("--study", required=True, help="study id")
-    p.add_argument("--worker-id", default=None,
-                   help="lease holder id (default <host>-<pid>); reuse it to get your "
-                        "trials back after a restart")
+    p.add_argument(
+        "--worker-id",
+        default=None,
+        help="lease holder id (default <host>-<pid>); reuse it to get your "
+        "trials back after a restart",
+    )
     p.add_argument("--parallel", type=int, default=1, help="trials run at once (default 1)")
     p.add_argument("--proxy", default=None, help="run built-in proxy NAME instead of a command")
     p.add_argument("--proxy-max-steps", type=int, default=None, help="cap on proxy steps")
     p.add_argument("--timeout", type=float, default=None, help="seconds per trial")
-    p.add_argument("--heartbeat-seconds", type=float, default=30.0,
-                   help="longest heartbeat interval; shortened to a third of the granted "
-                        "lease (default 30)")
+    p.add_argument(
+        "--heartbeat-seconds",
+        type=float,
+        default=30.0,
+        help="longest heartbeat interval; shortened to a third of the granted lease (default 30)",
+    )
     p.add_argument("--poll-min-seconds", type=float, default=0.5)
-    p.add_argument("--poll-max-seconds", type=float, default=15.0,
-                   help="longest sleep between polls when there is no work (default 15)")
-    p.add_argument("--retry-deadline", type=float, default=3600.0,
-                   help="seconds to keep retrying while the service is unreachable")
-    p.add_argument("--kill-grace", type=float, default=10.0,
-                   help="seconds between SIGTERM and SIGKILL when stopping a command")
-    p.add_argument("--no-retry-failures", dest="retry_failures", action="store_false",
-                   help="a failed run fails the trial instead of requeueing it")
-    p.add_argument("--finish-on-signal", action="store_true",
-                   help="first SIGTERM/SIGINT lets running trials finish; a second releases")
+    p.add_argument(
+        "--poll-max-seconds",
+        type=float,
+        default=15.0,
+        help="longest sleep between polls when there is no work (default 15)",
+    )
+    p.add_argument(
+        "--retry-deadline",
+        type=float,
+        default=3600.0,
+        help="seconds to keep retrying while the service is unreachable",
+    )
+    p.add_argument(
+        "--kill-grace",
+        type=float,
+        default=10.0,
+        help="seconds between SIGTERM and SIGKILL when stopping a command",
+    )
+    p.add_argument(
+        "--no-retry-failures",
+        dest="retry_failures",
+        action="store_false",
+        help="a failed run fails the trial instead of requeueing it",
+    )
+    p.add_argument(
+        "--finish-on-signal",
+        action="store_true",
+        help="first SIGTERM/SIGINT lets running trials finish; a second releases",
+    )
     p.add_argument("--echo", action="store_true", help="show the command's output")
-    p.add_argument("--progress", choices=["auto", "rich", "log", "json"], default="auto",
-                   help="live table (rich), key=value lines (log) or JSON lines; auto: "
-                        "rich on a terminal")
+    p.add_argument(
+        "--progress",
+        choices=["auto", "rich", "log", "json"],
+        default="auto",
+        help="live table (rich), key=value lines (log) or JSON lines; auto: rich on a terminal",
+    )
     p.add_argument("--verbose", action="store_true", help="also log idle polls")
-    p.add_argument("command", nargs=argparse.REMAINDER,
-                   help="-- CMD ARGS... (placeholders like {lr.hidden})")
+    p.add_argument(
+        "command", nargs=argparse.REMAINDER, help="-- CMD ARGS... (placeholders like {lr.hidden})"
+    )
     p.set_defaults(func=cmd_worker)
 
 

@@ -65,8 +65,14 @@ class ScaleConfig(BaseModel):
         return self.parameterization == "moe_mup"
 
 
-def _choice(data: Mapping[str, Any], key: str, allowed: Sequence[str], default: str | None,
-            loc: tuple[str | int, ...], errors: list[FieldError]) -> str:
+def _choice(
+    data: Mapping[str, Any],
+    key: str,
+    allowed: Sequence[str],
+    default: str | None,
+    loc: tuple[str | int, ...],
+    errors: list[FieldError],
+) -> str:
     value = data.get(key, default)
     if value is None:
         errors.append(FieldError((*loc, key), f"{key} is required; one of {', '.join(allowed)}"))

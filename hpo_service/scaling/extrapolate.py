@@ -123,9 +123,7 @@ def resolve_target(
             experts on a dense parameterisation.
     """
     loc = tuple(loc)
-    given: dict[str, Any] = (
-        target.axes() if isinstance(target, ModelShape) else dict(target or {})
-    )
+    given: dict[str, Any] = target.axes() if isinstance(target, ModelShape) else dict(target or {})
     errors = [
         FieldError((*loc, k), f"unknown shape axis {k!r}; known: {', '.join(SHAPE_AXES)}")
         for k in given
@@ -135,8 +133,10 @@ def resolve_target(
     for axis in given:
         if axis in SHAPE_AXES and getattr(base, axis) is None and given[axis] is not None:
             errors.append(
-                FieldError((*loc, axis), f"the study's proxy shape has no {axis}: "
-                           "cannot compute a multiplier along it")
+                FieldError(
+                    (*loc, axis),
+                    f"the study's proxy shape has no {axis}: cannot compute a multiplier along it",
+                )
             )
     if not config.is_moe and given.get("experts") is not None:
         errors.append(FieldError((*loc, "experts"), "experts only apply to moe_mup studies"))
@@ -146,9 +146,7 @@ def resolve_target(
     merged.update({k: v for k, v in given.items() if v is not None})
     proxy = config.proxy
     if "expert_width" not in given and proxy.expert_width is not None:
-        merged["expert_width"] = max(
-            1, round(proxy.expert_width * merged["width"] / proxy.width)
-        )
+        merged["expert_width"] = max(1, round(proxy.expert_width * merged["width"] / proxy.width))
     if "active_experts" not in given and proxy.active_experts is not None:
         merged["active_experts"] = min(proxy.active_experts, merged.get("experts", 1))
     return parse_shape(merged, loc)
@@ -274,8 +272,9 @@ class _Builder:
         self.uncertain: list[str] = []
         self.clipped: list[str] = []
 
-    def scaled(self, key: str, hparam: str, role: str | None, value: float,
-               source: str | None = None) -> None:
+    def scaled(
+        self, key: str, hparam: str, role: str | None, value: float, source: str | None = None
+    ) -> None:
         sv = scale_value(self.table, hparam, role, value, self.m)
         new = sv.value
         if hparam in ("beta1", "beta2") and not 0.0 <= new < 1.0:
@@ -291,26 +290,43 @@ class _Builder:
         if sv.rule.confidence == "U" or not sv.known:
             self.uncertain.append(key)
         self.params[key] = new
-        self.rules.append(RuleEntry(param=key, proxy_value=value, target_value=new,
-                                    factor=sv.factor, rule=text))
+        self.rules.append(
+            RuleEntry(param=key, proxy_value=value, target_value=new, factor=sv.factor, rule=text)
+        )
 
     def passthrough(self, name: str, value: ParamValue) -> None:
         self.params[name] = value
-        self.rules.append(RuleEntry(param=name, proxy_value=value, target_value=value,
-                                    factor=1.0, rule="not a scaling hyperparameter: unchanged"))
+        self.rules.append(
+            RuleEntry(
+                param=name,
+                proxy_value=value,
+                target_value=value,
+                factor=1.0,
+                rule="not a scaling hyperparameter: unchanged",
+            )
+        )
 
     def implied(self, name: str, base: float, hparam: str) -> None:
-        sv = scale_value(self.table, hparam, None if hparam != "mult" else "readout", base,
-                         self.m)
-        self.rules.append(RuleEntry(
-            param=name, proxy_value=base, target_value=sv.value, factor=sv.factor,
-            rule=f"implied, not a trial parameter (apply it in the model): "
-                 f"{sv.rule.describe()}",
-        ))
+        sv = scale_value(self.table, hparam, None if hparam != "mult" else "readout", base, self.m)
+        self.rules.append(
+            RuleEntry(
+                param=name,
+                proxy_value=base,
+                target_value=sv.value,
+                factor=sv.factor,
+                rule=f"implied, not a trial parameter (apply it in the model): "
+                f"{sv.rule.describe()}",
+            )
+        )
 
 
-def _depth_multipliers(out: _Builder, values: Mapping[int, float], base: ModelShape,
-                       tgt: ModelShape, ploc: tuple[str | int, ...]) -> None:
+def _depth_multipliers(
+    out: _Builder,
+    values: Mapping[int, float],
+    base: ModelShape,
+    tgt: ModelShape,
+    ploc: tuple[str | int, ...],
+) -> None:
     depth = base.depth
     if depth is None or sorted(values) != list(range(depth)):
         raise InvalidInputError.at(
@@ -322,15 +338,26 @@ def _depth_multipliers(out: _Builder, values: Mapping[int, float], base: ModelSh
     for j, v in enumerate(new):
         key = f"lr_depth.{j}"
         out.params[key] = v
-        out.rules.append(RuleEntry(
-            param=key, proxy_value=v, target_value=v, factor=1.0,
-            rule="per-depth LR multiplier linearly interpolated over relative depth "
-                 "(Complete(d)P factorised form) [S]",
-        ))
+        out.rules.append(
+            RuleEntry(
+                param=key,
+                proxy_value=v,
+                target_value=v,
+                factor=1.0,
+                rule="per-depth LR multiplier linearly interpolated over relative depth "
+                "(Complete(d)P factorised form) [S]",
+            )
+        )
 
 
-def _implied(out: _Builder, config: ScaleConfig, params: Mapping[str, ParamValue],
-             base: ModelShape, tgt: ModelShape, m: Mapping[str, float]) -> None:
+def _implied(
+    out: _Builder,
+    config: ScaleConfig,
+    params: Mapping[str, ParamValue],
+    base: ModelShape,
+    tgt: ModelShape,
+    m: Mapping[str, float],
+) -> None:
     if config.alpha is not None and "residual_mult" not in params:
         out.implied("residual_mult", 1.0, "residual_mult")
     mup_like = config.parameterization != "sp"
@@ -338,39 +365,56 @@ def _implied(out: _Builder, config: ScaleConfig, params: Mapping[str, ParamValue
         out.implied("mult.readout", 1.0, "mult")
     if base.steps is not None and tgt.steps is not None:
         sv = scale_value(out.table, "iterations", None, float(base.steps), m)
-        out.rules.append(RuleEntry(
-            param="iterations", proxy_value=base.steps, target_value=tgt.steps,
-            factor=tgt.steps / base.steps, rule=f"iterations = tokens / batch_size: "
-                                                f"{sv.rule.describe()}",
-        ))
+        out.rules.append(
+            RuleEntry(
+                param="iterations",
+                proxy_value=base.steps,
+                target_value=tgt.steps,
+                factor=tgt.steps / base.steps,
+                rule=f"iterations = tokens / batch_size: {sv.rule.describe()}",
+            )
+        )
 
 
-def _warnings(config: ScaleConfig, base: ModelShape, tgt: ModelShape,
-              m: Mapping[str, float], out: _Builder) -> list[str]:
+def _warnings(
+    config: ScaleConfig, base: ModelShape, tgt: ModelShape, m: Mapping[str, float], out: _Builder
+) -> list[str]:
     w: list[str] = []
     p = config.parameterization
     moved = {k for k, v in m.items() if not math.isclose(v, 1.0)}
     if config.base is not None and config.base != config.proxy:
         w.append(f"values are expressed at the base shape {base.axes()}, not the proxy's")
     if p == "sp" and moved & {"width", "depth"}:
-        w.append("sp has no width or depth rule: values are kept as they are, and SP optima "
-                 "are known to drift with width (TP5 Fig. 1); consider mup or completep")
+        w.append(
+            "sp has no width or depth rule: values are kept as they are, and SP optima "
+            "are known to drift with width (TP5 Fig. 1); consider mup or completep"
+        )
     if p in ("sp", "mup") and "depth" in moved:
-        w.append(f"{p} has no depth rule: depth transfer was seen only empirically for "
-                 "pre-LN Transformers (TP5 §6.1); use depth_mup or completep")
+        w.append(
+            f"{p} has no depth rule: depth transfer was seen only empirically for "
+            "pre-LN Transformers (TP5 §6.1); use depth_mup or completep"
+        )
     if p != "completedp" and moved & {"batch", "duration"}:
-        w.append(f"{p} has no batch or duration rule: LR, ε, WD and β are kept; completedp "
-                 "scales them by the SDE rule")
+        w.append(
+            f"{p} has no batch or duration rule: LR, ε, WD and β are kept; completedp "
+            "scales them by the SDE rule"
+        )
     if p == "completedp":
         if not _BATCH_RANGE[0] <= m["batch"] <= _BATCH_RANGE[1]:
-            w.append(f"batch multiplier {m['batch']:g} is outside the 1/8×–4× range where "
-                     "Complete(d)P showed the square-root batch rule to hold")
+            w.append(
+                f"batch multiplier {m['batch']:g} is outside the 1/8×–4× range where "
+                "Complete(d)P showed the square-root batch rule to hold"
+            )
         if "duration" in moved:
-            w.append("the duration exponent ½ comes from the SDE argument; Marin fitted ≈0.28 "
-                     "for the LR (research §4) [S], so long-horizon targets are uncertain")
+            w.append(
+                "the duration exponent ½ comes from the SDE argument; Marin fitted ≈0.28 "
+                "for the LR (research §4) [S], so long-horizon targets are uncertain"
+            )
     if p == "depth_mup" and "depth" in moved:
-        w.append("depth-µP (α=½) transfer is reported to degrade with ≥2 layers per residual "
-                 "block unless QK-norm is used (TP6, Complete(d)P) [S]")
+        w.append(
+            "depth-µP (α=½) transfer is reported to degrade with ≥2 layers per residual "
+            "block unless QK-norm is used (TP6, Complete(d)P) [S]"
+        )
     if moved:
         small = []
         if base.width < _MIN_WIDTH:
@@ -380,12 +424,16 @@ def _warnings(config: ScaleConfig, base: ModelShape, tgt: ModelShape,
         if base.steps is not None and base.steps < _MIN_STEPS:
             small.append(f"{base.steps} steps < {_MIN_STEPS}")
         if small:
-            w.append("proxy below the minimum where µP transfer was shown (TP5 §6.1): "
-                     + ", ".join(small))
+            w.append(
+                "proxy below the minimum where µP transfer was shown (TP5 §6.1): "
+                + ", ".join(small)
+            )
     for axis in ("width", "depth"):
         if m[axis] > _MAX_RATIO:
-            w.append(f"{axis} multiplier {m[axis]:g} exceeds {_MAX_RATIO:g}×, beyond the "
-                     "largest ratios in the cited experiments")
+            w.append(
+                f"{axis} multiplier {m[axis]:g} exceeds {_MAX_RATIO:g}×, beyond the "
+                "largest ratios in the cited experiments"
+            )
     if config.is_moe:
         w.extend(_moe_warnings(base, tgt))
     if config.optimizer in ("lion", "sophia"):
@@ -393,8 +441,10 @@ def _warnings(config: ScaleConfig, base: ModelShape, tgt: ModelShape,
     if config.optimizer == "muon" and "depth" in moved:
         w.append("muon under depth scaling is unverified: the AdamW block-LR rule was used [U]")
     if out.uncertain:
-        w.append("unverified or missing rules (kept or applied with evidence U): "
-                 + ", ".join(out.uncertain))
+        w.append(
+            "unverified or missing rules (kept or applied with evidence U): "
+            + ", ".join(out.uncertain)
+        )
     if out.clipped:
         w.append("(1−β) rule left [0, 1) and was clipped: " + ", ".join(out.clipped))
     return w
@@ -405,12 +455,16 @@ def _moe_warnings(base: ModelShape, tgt: ModelShape) -> list[str]:
     if base.experts and tgt.experts and base.active_experts and tgt.active_experts:
         k0, k1 = base.active_experts / base.experts, tgt.active_experts / tgt.experts
         if not math.isclose(k0, k1):
-            w.append(f"sparsity a/E changes ({k0:g} → {k1:g}): hyperparameters do not transfer "
-                     "across a/E (2601.20205) [S]; re-tune at the target sparsity")
+            w.append(
+                f"sparsity a/E changes ({k0:g} → {k1:g}): hyperparameters do not transfer "
+                "across a/E (2601.20205) [S]; re-tune at the target sparsity"
+            )
     if base.expert_width and tgt.expert_width:
         g0, g1 = base.expert_width / base.width, tgt.expert_width / tgt.width
         if not math.isclose(g0, g1):
-            w.append(f"expert granularity changes ({g0:g} → {g1:g} of width): LR transfer broke "
-                     "across granularity in Małaśnicki et al. [S]; the W_down rule of "
-                     "2601.20205 was applied [S]")
+            w.append(
+                f"expert granularity changes ({g0:g} → {g1:g} of width): LR transfer broke "
+                "across granularity in Małaśnicki et al. [S]; the W_down rule of "
+                "2601.20205 was applied [S]"
+            )
     return w

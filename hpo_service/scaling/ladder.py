@@ -214,25 +214,43 @@ def ladder_diagnostics(
         assert config is not None
         ok = [t for t in s.trials if t.value is not None and math.isfinite(t.value)]
         sign = 1.0 if s.goal == "minimize" else -1.0
-        rungs.append(_Rung(s.study_id, config,
-                           np.array([sign * float(t.value) for t in ok if t.value is not None]),
-                           [t.params for t in ok]))
+        rungs.append(
+            _Rung(
+                s.study_id,
+                config,
+                np.array([sign * float(t.value) for t in ok if t.value is not None]),
+                [t.params for t in ok],
+            )
+        )
     ids = [r.study_id for r in rungs]
     if not rungs:
-        return LadderReport(axis=None, reference=None, studies=[], parameters=[],
-                            warnings=["no studies in the family"])
+        return LadderReport(
+            axis=None,
+            reference=None,
+            studies=[],
+            parameters=[],
+            warnings=["no studies in the family"],
+        )
     axis = axis or _pick_axis(rungs, warnings)
     usable = [r for r in rungs if getattr(r.config.proxy, axis) is not None]
     usable.sort(key=lambda r: int(getattr(r.config.proxy, axis)))
     ref = usable[0].config.proxy if usable else rungs[0].config.proxy
     names = _shared_numeric(usable)
     rng = np.random.default_rng(seed)
-    tgt = parse_shape({**ref.axes(), **dict(target)} if isinstance(target, Mapping)
-                      else target, ("target",)) if target is not None else None
-    params = [_diagnose(name, usable, axis, ref, top_fraction, n_boot, tolerance, rng, tgt)
-              for name in names]
-    return LadderReport(axis=axis, reference=ref.axes(), studies=ids, parameters=params,
-                        warnings=warnings)
+    tgt = (
+        parse_shape(
+            {**ref.axes(), **dict(target)} if isinstance(target, Mapping) else target, ("target",)
+        )
+        if target is not None
+        else None
+    )
+    params = [
+        _diagnose(name, usable, axis, ref, top_fraction, n_boot, tolerance, rng, tgt)
+        for name in names
+    ]
+    return LadderReport(
+        axis=axis, reference=ref.axes(), studies=ids, parameters=params, warnings=warnings
+    )
 
 
 def _pick_axis(rungs: Sequence[_Rung], warnings: list[str]) -> str:
@@ -244,8 +262,11 @@ def _pick_axis(rungs: Sequence[_Rung], warnings: list[str]) -> str:
             ranges[a] = math.log(max(known)) - math.log(min(known))
     varying = [a for a, v in ranges.items() if v > 0]
     if len(varying) > 1:
-        warnings.append("several axes vary across the ladder (" + ", ".join(varying) +
-                        "); the fit attributes all drift to the one that varies most")
+        warnings.append(
+            "several axes vary across the ladder ("
+            + ", ".join(varying)
+            + "); the fit attributes all drift to the one that varies most"
+        )
     return max(ranges, key=lambda a: ranges[a]) if ranges else "width"
 
 
@@ -254,20 +275,34 @@ def _shared_numeric(rungs: Sequence[_Rung]) -> list[str]:
         return []
     common: set[str] | None = None
     for r in rungs:
-        names = {k for p in r.params for k, v in p.items()
-                 if isinstance(v, int | float) and not isinstance(v, bool)}
+        names = {
+            k
+            for p in r.params
+            for k, v in p.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
         common = names if common is None else common & names
     return sorted(common or set())
 
 
-def _diagnose(name: str, rungs: Sequence[_Rung], axis: str, ref: ModelShape,
-              top_fraction: float, n_boot: int, tolerance: float,
-              rng: np.random.Generator, target: ModelShape | None) -> ParameterDrift:
+def _diagnose(
+    name: str,
+    rungs: Sequence[_Rung],
+    axis: str,
+    ref: ModelShape,
+    top_fraction: float,
+    n_boot: int,
+    tolerance: float,
+    rng: np.random.Generator,
+    target: ModelShape | None,
+) -> ParameterDrift:
     data = []
     for r in rungs:
-        rows = [(_transform(name, float(p[name])), v) for p, v in zip(r.params, r.values,
-                                                                        strict=True)
-                if name in p and isinstance(p[name], int | float)]
+        rows = [
+            (_transform(name, float(p[name])), v)
+            for p, v in zip(r.params, r.values, strict=True)
+            if name in p and isinstance(p[name], int | float)
+        ]
         rows = [(lg, v) for lg, v in rows if lg is not None]
         if len(rows) < _MIN_TRIALS:
             continue
@@ -277,9 +312,14 @@ def _diagnose(name: str, rungs: Sequence[_Rung], axis: str, ref: ModelShape,
         data.append((r, logs, vals, shift, math.log(int(getattr(r.config.proxy, axis)))))
     scales = {d[4] for d in data}
     if len(data) < 2 or len(scales) < 2:
-        return ParameterDrift(param=name, verdict="insufficient-data", drift_exponent=None,
-                              ci=None, points=[], note="needs ≥2 rungs at different scales "
-                              f"with ≥{_MIN_TRIALS} finite trials each")
+        return ParameterDrift(
+            param=name,
+            verdict="insufficient-data",
+            drift_exponent=None,
+            ci=None,
+            points=[],
+            note=f"needs ≥2 rungs at different scales with ≥{_MIN_TRIALS} finite trials each",
+        )
     xs = np.array([d[4] for d in data])
     ys = np.array([_optimum(d[1], d[2], top_fraction) + d[3] for d in data])
     slope, intercept = np.polyfit(xs, ys, 1)
@@ -299,22 +339,32 @@ def _diagnose(name: str, rungs: Sequence[_Rung], axis: str, ref: ModelShape,
     else:
         verdict = "insufficient-data"
     points = [
-        LadderPoint(study_id=d[0].study_id, scale=round(math.exp(d[4])),
-                    optimum=_back(name, _optimum(d[1], d[2], top_fraction)),
-                    mapped_optimum=_back(name, float(y)), n_trials=len(d[2]))
+        LadderPoint(
+            study_id=d[0].study_id,
+            scale=round(math.exp(d[4])),
+            optimum=_back(name, _optimum(d[1], d[2], top_fraction)),
+            mapped_optimum=_back(name, float(y)),
+            n_trials=len(d[2]),
+        )
         for d, y in zip(data, ys, strict=True)
     ]
     trend = None
     if verdict == "drifts" and target is not None and getattr(target, axis) is not None:
-        trend = _trend(name, float(slope), float(intercept), xs, ys, axis, ref, rungs[0],
-                       target)
+        trend = _trend(name, float(slope), float(intercept), xs, ys, axis, ref, rungs[0], target)
     note = {
         "transfers": "optimum stays put under the rules",
         "drifts": f"optimum moves as {axis}^{slope:+.2f} beyond what the rules predict",
         "insufficient-data": "confidence interval too wide to decide",
     }[verdict]
-    return ParameterDrift(param=name, verdict=verdict, drift_exponent=float(slope),
-                          ci=(lo, hi), points=points, trend=trend, note=note)
+    return ParameterDrift(
+        param=name,
+        verdict=verdict,
+        drift_exponent=float(slope),
+        ci=(lo, hi),
+        points=points,
+        trend=trend,
+        note=note,
+    )
 
 
 def _back(name: str, log_value: float) -> float:
@@ -322,8 +372,17 @@ def _back(name: str, log_value: float) -> float:
     return 1.0 - v if name in ("beta1", "beta2") else v
 
 
-def _trend(name: str, slope: float, intercept: float, xs: np.ndarray, ys: np.ndarray,
-           axis: str, ref: ModelShape, rung: _Rung, target: ModelShape) -> Trend:
+def _trend(
+    name: str,
+    slope: float,
+    intercept: float,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    axis: str,
+    ref: ModelShape,
+    rung: _Rung,
+    target: ModelShape,
+) -> Trend:
     xt = math.log(int(getattr(target, axis)))
     # The plain rule carries the smallest rung's optimum; the trend carries the fit.
     rule_log = float(ys[0]) + _rule_log_factor(name, ref, target, rung.config)
@@ -333,5 +392,5 @@ def _trend(name: str, slope: float, intercept: float, xs: np.ndarray, ys: np.nda
         rule_value=_back(name, rule_log),
         trend_value=_back(name, trend_log),
         note=f"extrapolated the fitted trend ({axis}^{slope:+.2f} on top of the "
-             f"{rung.config.parameterization} rules) instead of the plain rule",
+        f"{rung.config.parameterization} rules) instead of the plain rule",
     )

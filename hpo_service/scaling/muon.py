@@ -58,10 +58,19 @@ class MuonAdamW(torch.optim.Optimizer):
     Muon groups also ``momentum`` and ``nesterov``; AdamW groups ``betas`` and ``eps``.
     """
 
-    def __init__(self, params: Iterable[dict[str, Any]], *, momentum: float = 0.95,
-                 ns_steps: int = 5) -> None:
-        defaults = {"lr": 1e-3, "weight_decay": 0.0, "use_muon": False, "momentum": momentum,
-                    "nesterov": True, "betas": (0.9, 0.95), "eps": 1e-8, "ns_steps": ns_steps}
+    def __init__(
+        self, params: Iterable[dict[str, Any]], *, momentum: float = 0.95, ns_steps: int = 5
+    ) -> None:
+        defaults = {
+            "lr": 1e-3,
+            "weight_decay": 0.0,
+            "use_muon": False,
+            "momentum": momentum,
+            "nesterov": True,
+            "betas": (0.9, 0.95),
+            "eps": 1e-8,
+            "ns_steps": ns_steps,
+        }
         super().__init__(list(params), defaults)
 
     @torch.no_grad()

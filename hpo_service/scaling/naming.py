@@ -93,9 +93,7 @@ def parse_name(name: str) -> ParsedName:
         return ParsedName("unknown")
     root = rest.split(".", 1)[0]
     if root not in ROLES:
-        raise ValueError(
-            f"{name!r}: unknown module role {root!r}; known roles: {', '.join(ROLES)}"
-        )
+        raise ValueError(f"{name!r}: unknown module role {root!r}; known roles: {', '.join(ROLES)}")
     if root == "attn" and head != "mult":
         raise ValueError(
             f"{name!r}: role 'attn' only carries 'mult'; attention matrices are "

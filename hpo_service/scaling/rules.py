@@ -85,8 +85,17 @@ AXIS_SYMBOLS = {"width": "m_N", "depth": "m_L", "batch": "m_B", "duration": "m_D
 
 # Internal hyperparameter keys of the tables: ``init_std`` is derived from ``init_var``,
 # and both betas use the (1 − β) rule stored under ``one_minus_beta``.
-Scaled = Literal["lr", "init_var", "wd", "eps", "mult", "one_minus_beta", "residual_mult",
-                 "warmup_frac", "iterations"]
+Scaled = Literal[
+    "lr",
+    "init_var",
+    "wd",
+    "eps",
+    "mult",
+    "one_minus_beta",
+    "residual_mult",
+    "warmup_frac",
+    "iterations",
+]
 
 
 def weakest(*tags: Confidence) -> Confidence:
@@ -237,8 +246,9 @@ _MUP_T8: RuleTable = {
     ("mult", "readout"): _r(_T8 + ": readout multiplier α_out / m_N", "V", width=-1),
     ("lr", "readout"): _r(_T8 + ": readout Adam LR ×1", "V"),
     ("wd", "readout"): _r("mup MuAdamW: vector-like tensors keep WD", "V"),
-    ("eps", "readout"): _r("rules §3: readout gradient Θ(1/n) under the 1/m_N multiplier",
-                           "D", width=-1),
+    ("eps", "readout"): _r(
+        "rules §3: readout gradient Θ(1/n) under the 1/m_N multiplier", "D", width=-1
+    ),
     ("eps", "final_norm"): _r("rules §3: final-norm gradient Θ(1/n) under T8", "D", width=-1),
     ("init_var", "router"): _r(_T8 + " applied to the d→E router (output-like)", "D"),
     ("mult", "router"): _r(_T8 + " applied to the d→E router (output-like)", "D", width=-1),
@@ -290,8 +300,9 @@ def _depth_part(alpha: float) -> RuleTable:
     src = "CompleteP Table 1" if alpha == 1.0 else "TP6 / CompleteP Table 1 (α=½)"
     table: RuleTable = {}
     for role in _BLOCK_ROLES:
-        table[("lr", role)] = _r(f"{src}: block LR × m_L^(α−1), α={_num(alpha)}", "V",
-                                 depth=alpha - 1)
+        table[("lr", role)] = _r(
+            f"{src}: block LR × m_L^(α−1), α={_num(alpha)}", "V", depth=alpha - 1
+        )
         table[("eps", role)] = _r(f"{src}: block ε × m_L^−α", "V", depth=-alpha)
     table[("residual_mult", "*")] = _r(f"{src}: residual branch × m_L^−α", "V", depth=-alpha)
     return table
@@ -317,8 +328,9 @@ def _sde_part() -> RuleTable:
 
 
 _COMPLETEDP_WIDTH: RuleTable = {
-    ("eps", "embedding"): _r("Complete(d)P Table 1: embedding ε × m_N⁻¹ (fix to CompleteP)",
-                             "V", width=-1),
+    ("eps", "embedding"): _r(
+        "Complete(d)P Table 1: embedding ε × m_N⁻¹ (fix to CompleteP)", "V", width=-1
+    ),
 }
 
 _GLOBAL_BASE: RuleTable = {
@@ -349,8 +361,9 @@ _RECIPES: dict[str, _Recipe] = {
 }
 
 
-def build_table(parameterization: str, readout: str = "multiplier",
-                optimizer: str = "adamw") -> RuleTable:
+def build_table(
+    parameterization: str, readout: str = "multiplier", optimizer: str = "adamw"
+) -> RuleTable:
     """Assemble the rule table of one parameterisation, readout flavour and optimiser.
 
     Args:
@@ -399,8 +412,9 @@ def build_table(parameterization: str, readout: str = "multiplier",
         note = f"{optimizer} treated as Adam-like (TP5 App. B, mup/optim.py)"
         for k, rule in list(table.items()):
             if k[0] in ("lr", "wd", "eps"):
-                table[k] = replace(rule, sources=(*rule.sources, note),
-                                   confidence=weakest(rule.confidence, "D"))
+                table[k] = replace(
+                    rule, sources=(*rule.sources, note), confidence=weakest(rule.confidence, "D")
+                )
     return table
 
 

@@ -116,7 +116,8 @@ class ScaledSetup:
         """The base value for ``hparam`` at ``role``: trial, then model defaults, then global."""
         for source in (self.values, self.defaults, DEFAULT_BASE_VALUES):
             found = (
-                resolve_value(source, hparam, role) if role is not None
+                resolve_value(source, hparam, role)
+                if role is not None
                 else ((hparam, source[hparam]) if hparam in source else None)
             )
             if found is not None:

@@ -10,8 +10,9 @@ import pytest
 from hpo_service.scaling.ladder import LadderStudy, LadderTrial, ladder_diagnostics
 
 
-def _family(exponent: float, *, base_is_proxy: bool, widths=(64, 128, 256, 512), n=24,
-            seed=0, param="mup"):
+def _family(
+    exponent: float, *, base_is_proxy: bool, widths=(64, 128, 256, 512), n=24, seed=0, param="mup"
+):
     """Studies whose true hidden-LR optimum is 1e-2·(64/w)·(w/64)^exponent (absolute)."""
     rng = np.random.default_rng(seed)
     studies = []
@@ -65,9 +66,12 @@ def test_insufficient_data():
 
 def test_maximize_goal_and_json():
     studies = _family(0.0, base_is_proxy=True)
-    flipped = [LadderStudy(s.study_id, s.scale,
-                           [LadderTrial(t.params, -t.value) for t in s.trials], "maximize")
-               for s in studies]
+    flipped = [
+        LadderStudy(
+            s.study_id, s.scale, [LadderTrial(t.params, -t.value) for t in s.trials], "maximize"
+        )
+        for s in studies
+    ]
     body = ladder_diagnostics(flipped, n_boot=100).to_json()
     lr = next(p for p in body["parameters"] if p["param"] == "lr.hidden")
     assert lr["verdict"] == "transfers"

@@ -21,16 +21,22 @@ NAMES = ["lr.embedding", "lr.hidden", "lr.readout", "init_std.hidden", "wd.hidde
 
 
 def _config(seed: int = 0) -> StudyConfig:
-    space = SearchSpace(parameters=[
-        FloatParameter(name=n, low=1e-5, high=1.0, scale="log") for n in NAMES
-    ])
-    return StudyConfig(space=space, objective=Objective(metric="loss"), algorithm="local",
-                       seed=seed)
+    space = SearchSpace(
+        parameters=[FloatParameter(name=n, low=1e-5, high=1.0, scale="log") for n in NAMES]
+    )
+    return StudyConfig(
+        space=space, objective=Objective(metric="loss"), algorithm="local", seed=seed
+    )
 
 
 # A global stage's answer: one shared LR below the cliff, default init and decay.
-START = {"lr.embedding": 2e-3, "lr.hidden": 2e-3, "lr.readout": 2e-3,
-         "init_std.hidden": 1e-2, "wd.hidden": 1e-2}
+START = {
+    "lr.embedding": 2e-3,
+    "lr.hidden": 2e-3,
+    "lr.readout": 2e-3,
+    "init_std.hidden": 1e-2,
+    "wd.hidden": 1e-2,
+}
 OPT = np.log(np.array([3e-3, 1e-3, 1e-2, 3e-2, 1e-2]))
 
 
@@ -46,17 +52,32 @@ def _run(designer_cls, n: int = 60, seed: int = 0, start: dict | None = None):
     config = _config(seed)
     trials: list[Trial] = []
     if start is not None:
-        trials.append(Trial(id="t0", study_id="s", number=0, params=start,
-                            state=TrialState.COMPLETED, result={"loss": _loss(start)}))
+        trials.append(
+            Trial(
+                id="t0",
+                study_id="s",
+                number=0,
+                params=start,
+                state=TrialState.COMPLETED,
+                result={"loss": _loss(start)},
+            )
+        )
     while len(trials) < n:
         designer = designer_cls(config, seed)
         designer.update(trials, [])
         for s in designer.suggest(2):
             value = _loss(s.params)
             state = TrialState.COMPLETED if value is not None else TrialState.FAILED
-            trials.append(Trial(id=f"t{len(trials)}", study_id="s", number=len(trials),
-                                params=s.params, state=state,
-                                result=None if value is None else {"loss": value}))
+            trials.append(
+                Trial(
+                    id=f"t{len(trials)}",
+                    study_id="s",
+                    number=len(trials),
+                    params=s.params,
+                    state=state,
+                    result=None if value is None else {"loss": value},
+                )
+            )
     values = [t.result["loss"] for t in trials if t.result]
     return min(values), trials
 

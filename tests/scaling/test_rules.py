@@ -33,8 +33,13 @@ def test_mup_hidden_adam_lr_at_4x_width_is_quarter():
 
 
 def test_mup_readout_flavours():
-    p = {"lr.readout": 1.0, "init_std.readout": 1.0, "init_var.readout": 1.0,
-         "mult.readout": 2.0, "wd.readout": 0.1}
+    p = {
+        "lr.readout": 1.0,
+        "init_std.readout": 1.0,
+        "init_var.readout": 1.0,
+        "mult.readout": 2.0,
+        "wd.readout": 0.1,
+    }
     t8 = _x(p, "mup", W, {"width": 1024}, readout="multiplier")
     assert t8.params["mult.readout"] == pytest.approx(0.5)  # α_out / m_N
     assert t8.params["init_std.readout"] == pytest.approx(1.0)
@@ -65,8 +70,12 @@ def test_sp_keeps_everything_and_warns():
 
 
 def test_completep_residual_multiplier_at_4x_depth_is_quarter():
-    r = _x({"residual_mult": 1.0, "lr.hidden": 1.0, "lr.norm": 1.0, "eps.hidden": 1.0},
-           "completep", W, {"depth": 16})
+    r = _x(
+        {"residual_mult": 1.0, "lr.hidden": 1.0, "lr.norm": 1.0, "eps.hidden": 1.0},
+        "completep",
+        W,
+        {"depth": 16},
+    )
     assert r.params["residual_mult"] == pytest.approx(0.25)
     assert r.params["lr.hidden"] == pytest.approx(1.0)  # m_L^(α−1) = 1 at α = 1
     assert r.params["lr.norm"] == pytest.approx(1.0)
@@ -74,8 +83,12 @@ def test_completep_residual_multiplier_at_4x_depth_is_quarter():
 
 
 def test_depth_mup_half_exponents():
-    r = _x({"residual_mult": 1.0, "lr.hidden": 1.0, "lr.bias": 1.0, "eps.hidden": 1.0},
-           "depth_mup", W, {"depth": 16, "width": 512})
+    r = _x(
+        {"residual_mult": 1.0, "lr.hidden": 1.0, "lr.bias": 1.0, "eps.hidden": 1.0},
+        "depth_mup",
+        W,
+        {"depth": 16, "width": 512},
+    )
     assert r.params["residual_mult"] == pytest.approx(0.5)
     assert r.params["lr.hidden"] == pytest.approx(0.5 * 0.5)  # m_N⁻¹ · m_L^−½
     assert r.params["lr.bias"] == pytest.approx(0.5)
@@ -89,8 +102,15 @@ def test_implied_residual_multiplier_is_listed():
 
 
 def test_completedp_batch_4x_same_tokens():
-    p = {"lr.hidden": 1.0, "lr.embedding": 1.0, "wd.hidden": 0.1, "wd.embedding": 0.1,
-         "beta1": 0.9, "beta2": 0.99, "eps.hidden": 1e-8}
+    p = {
+        "lr.hidden": 1.0,
+        "lr.embedding": 1.0,
+        "wd.hidden": 0.1,
+        "wd.embedding": 0.1,
+        "beta1": 0.9,
+        "beta2": 0.99,
+        "eps.hidden": 1e-8,
+    }
     r = _x(p, "completedp", W, {"batch_size": 256})
     assert r.params["lr.hidden"] == pytest.approx(2.0)
     assert r.params["lr.embedding"] == pytest.approx(2.0)
@@ -123,8 +143,13 @@ def test_qk_norm_rules():
 
 
 def test_muon_hidden_lr_width_invariant():
-    r = _x({"lr.hidden": 0.02, "lr.embedding": 3e-4, "wd.hidden": 0.01}, "mup", W,
-           {"width": 4096}, optimizer="muon")
+    r = _x(
+        {"lr.hidden": 0.02, "lr.embedding": 3e-4, "wd.hidden": 0.01},
+        "mup",
+        W,
+        {"width": 4096},
+        optimizer="muon",
+    )
     assert r.params["lr.hidden"] == pytest.approx(0.02)
     assert r.params["wd.hidden"] == pytest.approx(0.01)
     assert r.params["lr.embedding"] == pytest.approx(3e-4)
@@ -140,8 +165,14 @@ MOE = {"width": 256, "depth": 4, "experts": 8, "active_experts": 2, "expert_widt
 
 
 def test_moe_router_and_expert_down():
-    p = {"lr.router": 1.0, "init_std.router": 1.0, "lr.hidden.expert_down": 1.0,
-         "init_std.hidden.expert_down": 1.0, "lr.hidden.expert_up": 1.0, "lr.expert_bias": 1.0}
+    p = {
+        "lr.router": 1.0,
+        "init_std.router": 1.0,
+        "lr.hidden.expert_down": 1.0,
+        "init_std.hidden.expert_down": 1.0,
+        "lr.hidden.expert_up": 1.0,
+        "lr.expert_bias": 1.0,
+    }
     # 4× width, same granularity (expert width follows), twice the experts at fixed a/E.
     r = _x(p, "moe_mup", MOE, {"width": 1024, "experts": 16, "active_experts": 4})
     assert r.target["expert_width"] == 2048
@@ -167,8 +198,12 @@ def test_sub_roles_fall_back_to_parent():
 
 
 def test_bare_names_expand_and_globals_keep_names():
-    r = _x({"lr": 1.0, "lr.hidden": 2.0, "beta1": 0.9, "warmup_frac": 0.1, "dropout": 0.1},
-           "mup", W, {"width": 512})
+    r = _x(
+        {"lr": 1.0, "lr.hidden": 2.0, "beta1": 0.9, "warmup_frac": 0.1, "dropout": 0.1},
+        "mup",
+        W,
+        {"width": 512},
+    )
     assert "lr" not in r.params
     assert r.params["lr.hidden"] == pytest.approx(1.0)  # own value wins over bare lr
     assert r.params["lr.embedding"] == pytest.approx(1.0)
@@ -181,8 +216,12 @@ def test_bare_names_expand_and_globals_keep_names():
 
 def test_lr_depth_interpolation():
     assert interpolate_depth([1.0, 3.0], 3) == pytest.approx([1.0, 2.0, 3.0])
-    r = _x({"lr_depth.0": 1.0, "lr_depth.1": 2.0, "lr_depth.2": 2.0, "lr_depth.3": 4.0},
-           "completep", W, {"depth": 7})
+    r = _x(
+        {"lr_depth.0": 1.0, "lr_depth.1": 2.0, "lr_depth.2": 2.0, "lr_depth.3": 4.0},
+        "completep",
+        W,
+        {"depth": 7},
+    )
     values = [r.params[f"lr_depth.{j}"] for j in range(7)]
     assert values == pytest.approx([1.0, 1.5, 2.0, 2.0, 2.0, 3.0, 4.0])
     with pytest.raises(InvalidInputError):
@@ -203,8 +242,15 @@ def test_every_parameterization_identity_at_base_shape():
 
 def test_response_shape_is_the_api_body():
     body = _x({"lr": 0.01}, "mup", W, {"width": 512}).to_json()
-    assert set(body) == {"parameterization", "proxy", "target", "multipliers", "params",
-                         "rules", "warnings"}
+    assert set(body) == {
+        "parameterization",
+        "proxy",
+        "target",
+        "multipliers",
+        "params",
+        "rules",
+        "warnings",
+    }
     assert set(body["multipliers"]) == {"width", "depth", "batch", "duration"}
     assert set(body["rules"][0]) == {"param", "proxy_value", "target_value", "factor", "rule"}
 
@@ -225,8 +271,12 @@ def test_errors_have_precise_locations():
 
 
 def test_validity_warnings():
-    r = _x({"lr": 1.0}, "completedp", {"width": 64, "depth": 2, "batch_size": 8, "tokens": 800},
-           {"width": 8192, "batch_size": 128})
+    r = _x(
+        {"lr": 1.0},
+        "completedp",
+        {"width": 64, "depth": 2, "batch_size": 8, "tokens": 800},
+        {"width": 8192, "batch_size": 128},
+    )
     text = " ".join(r.warnings)
     assert "TP5 §6.1" in text
     assert "1/8×–4×" in text
@@ -247,8 +297,10 @@ def test_validate_scale_errors():
         validate_scale({"parameterization": "mup", "proxy": {"width": 64}, "readout": "x"})
     assert e.value.errors[0].loc == ("body", "scale", "readout")
     with pytest.raises(InvalidInputError) as e:
-        validate_scale({"parameterization": "completep", "proxy": {"width": 64, "depth": 2}},
-                       param_names=["lr.hidden", "lr.hiden", "lr_depth.2"])
+        validate_scale(
+            {"parameterization": "completep", "proxy": {"width": 64, "depth": 2}},
+            param_names=["lr.hidden", "lr.hiden", "lr_depth.2"],
+        )
     assert {err.loc for err in e.value.errors} == {
         ("body", "space", "parameters", "lr.hiden"),
         ("body", "space", "parameters", "lr_depth.2"),

@@ -31,8 +31,15 @@ SMALL = {
     "mlp_chars": {"width": 32, "depth": 2, "batch_size": 32, "tokens": 32 * 20},
     "mlp_digits": {"width": 32, "depth": 2, "batch_size": 32, "tokens": 32 * 20},
     "transformer": {"width": 32, "depth": 2, "batch_size": 4 * 64, "tokens": 4 * 64 * 20},
-    "transformer_moe": {"width": 32, "depth": 2, "batch_size": 4 * 64, "tokens": 4 * 64 * 20,
-                        "experts": 4, "active_experts": 2, "expert_width": 32},
+    "transformer_moe": {
+        "width": 32,
+        "depth": 2,
+        "batch_size": 4 * 64,
+        "tokens": 4 * 64 * 20,
+        "experts": 4,
+        "active_experts": 2,
+        "expert_width": 32,
+    },
 }
 
 
@@ -61,8 +68,14 @@ def test_same_seed_same_result_and_early_stop() -> None:
     a = run_proxy("mlp", {"lr": 1e-2}, scale, seed=3)
     b = run_proxy("mlp", {"lr": 1e-2}, scale, seed=3)
     assert a.metrics == b.metrics
-    stopped = run_proxy("mlp", {"lr": 1e-2}, scale, seed=3, measure_every=5,
-                        on_measurement=lambda step, _m: step >= 10)
+    stopped = run_proxy(
+        "mlp",
+        {"lr": 1e-2},
+        scale,
+        seed=3,
+        measure_every=5,
+        on_measurement=lambda step, _m: step >= 10,
+    )
     assert stopped.stopped_early
     assert stopped.metrics["steps"] == 10
 
@@ -84,15 +97,27 @@ def test_unknown_proxy_and_sophia() -> None:
     with pytest.raises(InvalidInputError):
         run_proxy("resnet", {}, None, seed=0)
     with pytest.raises(UnsupportedFeatureError):
-        run_proxy("mlp", {"lr": 1e-3}, {"parameterization": "mup", "optimizer": "sophia",
-                                        "proxy": SMALL["mlp"]}, seed=0)
+        run_proxy(
+            "mlp",
+            {"lr": 1e-3},
+            {"parameterization": "mup", "optimizer": "sophia", "proxy": SMALL["mlp"]},
+            seed=0,
+        )
 
 
-def _setup(param: str, width: int, depth: int = 2, base_width: int = 32,
-           values: dict[str, float] | None = None, optimizer: str = "adamw") -> ScaledSetup:
+def _setup(
+    param: str,
+    width: int,
+    depth: int = 2,
+    base_width: int = 32,
+    values: dict[str, float] | None = None,
+    optimizer: str = "adamw",
+) -> ScaledSetup:
     config = ScaleConfig(
-        parameterization=param, optimizer=optimizer,
-        proxy=ModelShape(width=width, depth=depth), base=ModelShape(width=base_width, depth=2),
+        parameterization=param,
+        optimizer=optimizer,
+        proxy=ModelShape(width=width, depth=depth),
+        base=ModelShape(width=base_width, depth=2),
     )
     return ScaledSetup(config, config.proxy, values or {"lr": 1e-2})
 
@@ -181,8 +206,9 @@ def test_completep_transformer_at_8x_depth() -> None:
         in_block = role.split(".")[0] in ("hidden", "norm", "qk_norm")
         assert g["eps"] == pytest.approx(1e-8 / 8 if in_block else 1e-8), role
     assert {"embedding", "embedding.pos", "readout", "final_norm"} <= set(groups)
-    shallow = build_proxy("transformer", _setup("completep", width=32, depth=2,
-                                                values=values), seq_len=16)
+    shallow = build_proxy(
+        "transformer", _setup("completep", width=32, depth=2, values=values), seq_len=16
+    )
     for name in ("proj", "fc_out", "fc_in"):
         a = torch.cat([getattr(b, name).weight.detach().flatten() for b in model.blocks])
         b = getattr(shallow.blocks[0], name).weight.detach()

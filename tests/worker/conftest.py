@@ -31,7 +31,7 @@ from tests.conftest import PG_ADMIN_URL, require_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 
-TRAIN = r'''
+TRAIN = r"""
 import json, os, pathlib, sys, time
 
 mode = sys.argv[1]
@@ -72,7 +72,7 @@ if mode == "wait-go":
         json.dumps({"metrics": {"val_loss": value}, "cost": {"flops": 1.0}}))
     sys.exit(0)
 metric(val_loss=train())
-'''
+"""
 
 
 def free_port() -> int:
@@ -110,9 +110,20 @@ class Server:
         self.starts += 1
         log = open(self.workdir / f"server-{self.starts}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hpo_service", "serve", "--port", str(self.port),
-             "--database-url", self.database_url],
-            cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "hpo_service",
+                "serve",
+                "--port",
+                str(self.port),
+                "--database-url",
+                self.database_url,
+            ],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         deadline = time.monotonic() + 120
@@ -127,8 +138,9 @@ class Server:
         raise AssertionError("server did not start:\n" + self.log())
 
     def log(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-3000:]
-                         for p in sorted(self.workdir.glob("server-*.log")))
+        return "\n".join(
+            p.read_text(errors="replace")[-3000:] for p in sorted(self.workdir.glob("server-*.log"))
+        )
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -144,8 +156,13 @@ class Server:
                 self.kill()
 
     def api(self, method: str, path: str, **kw: Any) -> Any:
-        r = httpx.request(method, self.url + path, timeout=30,
-                          headers={"Authorization": f"Bearer {self.admin_key}"}, **kw)
+        r = httpx.request(
+            method,
+            self.url + path,
+            timeout=30,
+            headers={"Authorization": f"Bearer {self.admin_key}"},
+            **kw,
+        )
         assert r.status_code < 400, r.text
         return r.json() if r.content else None
 
@@ -153,8 +170,9 @@ class Server:
         """A worker-role key of the admin's tenant, stored straight in the database."""
         db = Database(self.database_url)
         try:
-            return api_keys.create_key(db, role=Role.WORKER, tenant="default", name="w",
-                                       now=utcnow()).key
+            return api_keys.create_key(
+                db, role=Role.WORKER, tenant="default", name="w", now=utcnow()
+            ).key
         finally:
             db.dispose()
 
@@ -162,10 +180,12 @@ class Server:
         body = {
             "name": "worker-e2e",
             "objective": {"metric": "val_loss", "goal": "minimize"},
-            "space": {"parameters": [
-                {"name": "lr", "type": "float", "low": 1e-4, "high": 1e-1, "scale": "log"},
-                {"name": "layers", "type": "int", "low": 1, "high": 4},
-            ]},
+            "space": {
+                "parameters": [
+                    {"name": "lr", "type": "float", "low": 1e-4, "high": 1e-1, "scale": "log"},
+                    {"name": "layers", "type": "int", "low": 1, "high": 4},
+                ]
+            },
             "algorithm": "sobol",
             "seed": 3,
             "max_trials": max_trials,
@@ -187,8 +207,13 @@ def fresh_pg_database() -> tuple[str, Callable[[], None]]:
 
     def drop() -> None:
         with admin.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": name},
+            )
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
 
@@ -211,11 +236,13 @@ def start_server(tmp: Path, backend: str, lease: float) -> tuple[Server, Callabl
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def short_lease_server(request: pytest.FixtureRequest,
-                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def short_lease_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """A server whose leases expire after 2 s (reclaimed every 0.5 s), per backend."""
-    server, close = start_server(tmp_path_factory.mktemp(f"srv-{request.param}"),
-                                 request.param, lease=2.0)
+    server, close = start_server(
+        tmp_path_factory.mktemp(f"srv-{request.param}"), request.param, lease=2.0
+    )
     yield server
     close()
 
@@ -237,20 +264,54 @@ class Workers:
         self.train = tmp / "train.py"
         self.train.write_text(TRAIN)
 
-    def start(self, server: Server, key: str, study: str, mode: str, *extra: str,
-              worker_id: str | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        server: Server,
+        key: str,
+        study: str,
+        mode: str,
+        *extra: str,
+        worker_id: str | None = None,
+    ) -> subprocess.Popen[bytes]:
         log_path = self.tmp / f"worker-{len(self.procs)}.log"
-        args = [sys.executable, "-m", "hpo_service.client.worker_cli", "worker",
-                "--server", server.url, "--key", key, "--study", study,
-                "--heartbeat-seconds", "0.5", "--poll-min-seconds", "0.2",
-                "--poll-max-seconds", "0.5", "--kill-grace", "2", "--progress", "log"]
+        args = [
+            sys.executable,
+            "-m",
+            "hpo_service.client.worker_cli",
+            "worker",
+            "--server",
+            server.url,
+            "--key",
+            key,
+            "--study",
+            study,
+            "--heartbeat-seconds",
+            "0.5",
+            "--poll-min-seconds",
+            "0.2",
+            "--poll-max-seconds",
+            "0.5",
+            "--kill-grace",
+            "2",
+            "--progress",
+            "log",
+        ]
         if worker_id:
             args += ["--worker-id", worker_id]
-        args += [*extra, "--", sys.executable, str(self.train), mode, "{lr}", "{layers}",
-                 str(self.tmp)]
+        args += [
+            *extra,
+            "--",
+            sys.executable,
+            str(self.train),
+            mode,
+            "{lr}",
+            "{layers}",
+            str(self.tmp),
+        ]
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(args, cwd=self.tmp, env=clean_env(), stdout=log,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                args, cwd=self.tmp, env=clean_env(), stdout=log, stderr=subprocess.STDOUT
+            )
         self.procs.append((proc, log_path))
         return proc
 
@@ -258,8 +319,10 @@ class Workers:
         return next(p.read_text(errors="replace") for q, p in self.procs if q is proc)
 
     def logs(self) -> str:
-        return "\n".join(f"--- worker {i}\n{p.read_text(errors='replace')[-4000:]}"
-                         for i, (_, p) in enumerate(self.procs))
+        return "\n".join(
+            f"--- worker {i}\n{p.read_text(errors='replace')[-4000:]}"
+            for i, (_, p) in enumerate(self.procs)
+        )
 
     def wait(self, proc: subprocess.Popen[bytes], timeout: float) -> int:
         try:

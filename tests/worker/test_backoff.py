@@ -26,17 +26,20 @@ def test_delay_is_jittered_within_the_ceiling() -> None:
     assert len(set(delays)) > 150  # spread out, not synchronised
 
 
-@pytest.mark.parametrize(("exc", "expected"), [
-    (httpx.ConnectError("refused"), True),
-    (httpx.ReadTimeout("slow"), True),
-    (httpx.RemoteProtocolError("dropped"), True),
-    (ProblemError(503, {}), True),
-    (ProblemError(500, {}), True),
-    (ProblemError(429, {}), True),
-    (ProblemError(409, {"type": "x/trial-not-leased"}), False),
-    (ProblemError(422, {}), False),
-    (ValueError("bug"), False),
-])
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (httpx.ConnectError("refused"), True),
+        (httpx.ReadTimeout("slow"), True),
+        (httpx.RemoteProtocolError("dropped"), True),
+        (ProblemError(503, {}), True),
+        (ProblemError(500, {}), True),
+        (ProblemError(429, {}), True),
+        (ProblemError(409, {"type": "x/trial-not-leased"}), False),
+        (ProblemError(422, {}), False),
+        (ValueError("bug"), False),
+    ],
+)
 def test_is_retryable(exc: Exception, expected: bool) -> None:
     assert is_retryable(exc) is expected
 

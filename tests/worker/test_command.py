@@ -32,7 +32,12 @@ def test_substitute_replaces_names_with_dots_and_dashes() -> None:
     args = ["python", "train.py", "--lr", "{lr.hidden}", "--opt={optimizer}", "--w={warm-up}"]
     params = {"lr.hidden": 0.001, "optimizer": "muon", "warm-up": 100}
     assert substitute(args, params) == [
-        "python", "train.py", "--lr", "0.001", "--opt=muon", "--w=100"
+        "python",
+        "train.py",
+        "--lr",
+        "0.001",
+        "--opt=muon",
+        "--w=100",
     ]
 
 
@@ -60,8 +65,10 @@ def test_placeholders_lists_every_name_once() -> None:
     assert placeholders(["{a}", "--b={b}{a}", "{{c}}"]) == {"a", "b"}
 
 
-@pytest.mark.parametrize(("value", "text"), [(1, "1"), (0.5, "0.5"), (1e-05, "1e-05"),
-                                            (True, "true"), ("adamw", "adamw"), (None, "")])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(1, "1"), (0.5, "0.5"), (1e-05, "1e-05"), (True, "true"), ("adamw", "adamw"), (None, "")],
+)
 def test_format_value(value: object, text: str) -> None:
     assert format_value(value) == text
 
@@ -97,8 +104,9 @@ def test_parse_keeps_non_finite_values_for_the_worker_to_judge() -> None:
     assert line.metrics["other"] == math.inf
 
 
-@pytest.mark.parametrize("raw", ["HPO_METRIC {oops", "HPO_METRIC [1, 2]",
-                                 'HPO_METRIC {"step": "ten", "x": 1}'])
+@pytest.mark.parametrize(
+    "raw", ["HPO_METRIC {oops", "HPO_METRIC [1, 2]", 'HPO_METRIC {"step": "ten", "x": 1}']
+)
 def test_parse_malformed_line_raises(raw: str) -> None:
     with pytest.raises(MetricParseError):
         parse_metric_line(raw)
@@ -108,11 +116,15 @@ def test_parse_malformed_line_raises(raw: str) -> None:
 def test_final_result_prefers_final_lines_then_last_step_then_file(tmp_path: Path) -> None:
     steps = [MetricLine(1, {"val_loss": 3.0}), MetricLine(2, {"val_loss": 2.0})]
     assert final_result(steps, None) == ({"val_loss": 2.0}, {})
-    finals = [*steps, MetricLine(None, {"val_loss": 1.5}, cost={"gpu_seconds": 2.0}),
-              MetricLine(None, {"acc": 0.8})]
+    finals = [
+        *steps,
+        MetricLine(None, {"val_loss": 1.5}, cost={"gpu_seconds": 2.0}),
+        MetricLine(None, {"acc": 0.8}),
+    ]
     assert final_result(finals, None) == ({"val_loss": 1.5, "acc": 0.8}, {"gpu_seconds": 2.0})
     assert final_result(finals, ({"val_loss": 1.0}, {"flops": 5.0})) == (
-        {"val_loss": 1.0, "acc": 0.8}, {"gpu_seconds": 2.0, "flops": 5.0}
+        {"val_loss": 1.0, "acc": 0.8},
+        {"gpu_seconds": 2.0, "flops": 5.0},
     )
 
 
@@ -150,8 +162,9 @@ def _script(tmp_path: Path, body: str) -> list[str]:
 
 def test_environment_has_trial_and_drops_the_key(tmp_path: Path) -> None:
     trial = {"id": "tr_1", "number": 4, "attempt": 2, "study_id": "st_1", "params": {"lr": 0.1}}
-    env = trial_environment(trial, "w-1", tmp_path / "r.json",
-                            {"PATH": "/bin", "HPO_API_KEY": "secret"})
+    env = trial_environment(
+        trial, "w-1", tmp_path / "r.json", {"PATH": "/bin", "HPO_API_KEY": "secret"}
+    )
     assert "HPO_API_KEY" not in env
     assert json.loads(env["HPO_PARAMS"]) == {"lr": 0.1}
     assert (env["HPO_TRIAL_ID"], env["HPO_TRIAL_NUMBER"], env["HPO_ATTEMPT"]) == ("tr_1", "4", "2")
@@ -159,14 +172,17 @@ def test_environment_has_trial_and_drops_the_key(tmp_path: Path) -> None:
 
 
 def test_run_command_streams_lines_and_reports_exit(tmp_path: Path) -> None:
-    argv = _script(tmp_path, (
-        "import sys\n"
-        "print('HPO_METRIC {\"step\": 1, \"loss\": 2}', flush=True)\n"
-        "print('HPO_METRIC {bad', flush=True)\n"
-        "print('HPO_METRIC {\"val_loss\": 0.5}', flush=True)\n"
-        "for i in range(40): print(f'err {i}', file=sys.stderr)\n"
-        "sys.exit(4)\n"
-    ))
+    argv = _script(
+        tmp_path,
+        (
+            "import sys\n"
+            'print(\'HPO_METRIC {"step": 1, "loss": 2}\', flush=True)\n'
+            "print('HPO_METRIC {bad', flush=True)\n"
+            "print('HPO_METRIC {\"val_loss\": 0.5}', flush=True)\n"
+            "for i in range(40): print(f'err {i}', file=sys.stderr)\n"
+            "sys.exit(4)\n"
+        ),
+    )
     seen: list[MetricLine] = []
     out = run_command(argv, {}, on_line=seen.append, stop=threading.Event(), timeout=30)
     assert out.returncode == 4
@@ -181,16 +197,19 @@ def test_run_command_streams_lines_and_reports_exit(tmp_path: Path) -> None:
 
 
 def test_run_command_stop_terminates_the_group(tmp_path: Path) -> None:
-    argv = _script(tmp_path, (
-        "import signal, time\n"
-        "asked = []\n"
-        "signal.signal(signal.SIGTERM, lambda *a: asked.append(1))\n"
-        "print('HPO_METRIC {\"step\": 1, \"val_loss\": 0.9}', flush=True)\n"
-        "deadline = time.time() + 60\n"
-        "while not asked and time.time() < deadline:\n"
-        "    time.sleep(0.01)\n"
-        "print('HPO_METRIC {\"val_loss\": 0.75}', flush=True)\n"
-    ))
+    argv = _script(
+        tmp_path,
+        (
+            "import signal, time\n"
+            "asked = []\n"
+            "signal.signal(signal.SIGTERM, lambda *a: asked.append(1))\n"
+            'print(\'HPO_METRIC {"step": 1, "val_loss": 0.9}\', flush=True)\n'
+            "deadline = time.time() + 60\n"
+            "while not asked and time.time() < deadline:\n"
+            "    time.sleep(0.01)\n"
+            "print('HPO_METRIC {\"val_loss\": 0.75}', flush=True)\n"
+        ),
+    )
     stop = threading.Event()
 
     def on_line(line: MetricLine) -> None:
@@ -205,8 +224,9 @@ def test_run_command_stop_terminates_the_group(tmp_path: Path) -> None:
 
 def test_run_command_timeout_kills(tmp_path: Path) -> None:
     argv = _script(tmp_path, "import time\ntime.sleep(60)\n")
-    out = run_command(argv, {}, on_line=lambda _: None, stop=threading.Event(), timeout=0.5,
-                      kill_grace=0.5)
+    out = run_command(
+        argv, {}, on_line=lambda _: None, stop=threading.Event(), timeout=0.5, kill_grace=0.5
+    )
     assert out.timed_out
     assert out.failure_reason().startswith("timed out")
 

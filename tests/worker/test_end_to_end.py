@@ -59,8 +59,9 @@ def test_killed_worker_trial_is_finished_by_another(
     assert final["worker_id"] == "rescuer"
 
 
-def test_sigterm_releases_the_trial(sqlite_server: Server, workers: Workers,
-                                    tmp_path: Path) -> None:
+def test_sigterm_releases_the_trial(
+    sqlite_server: Server, workers: Workers, tmp_path: Path
+) -> None:
     server = sqlite_server
     key = server.worker_key()
     study = server.create_study(max_trials=1)

@@ -45,8 +45,11 @@ def _study(client: HPOClient, max_trials: int) -> str:
     body = {
         "name": "proxy-mlp",
         "objective": {"metric": "val_loss", "goal": "minimize"},
-        "space": {"parameters": [
-            {"name": "lr", "type": "float", "low": 1e-3, "high": 3e-2, "scale": "log"}]},
+        "space": {
+            "parameters": [
+                {"name": "lr", "type": "float", "low": 1e-3, "high": 3e-2, "scale": "log"}
+            ]
+        },
         "algorithm": "sobol",
         "seed": 1,
         "max_trials": max_trials,
@@ -55,13 +58,22 @@ def _study(client: HPOClient, max_trials: int) -> str:
     return str(client.create_study(body)["id"])
 
 
-def _worker(app_client: TestClient, keys: Keys, study: str, events: Events,
-            parallel: int) -> Worker:
-    config = WorkerConfig(server="http://test", key=keys.worker, study_id=study,
-                          worker_id="proxy-w", proxy="mlp", parallel=parallel,
-                          poll_min=0.05, poll_max=0.2)
-    return Worker(config, events,
-                  client_factory=lambda: HPOClient(api_key=keys.worker, http=app_client))
+def _worker(
+    app_client: TestClient, keys: Keys, study: str, events: Events, parallel: int
+) -> Worker:
+    config = WorkerConfig(
+        server="http://test",
+        key=keys.worker,
+        study_id=study,
+        worker_id="proxy-w",
+        proxy="mlp",
+        parallel=parallel,
+        poll_min=0.05,
+        poll_max=0.2,
+    )
+    return Worker(
+        config, events, client_factory=lambda: HPOClient(api_key=keys.worker, http=app_client)
+    )
 
 
 def test_proxy_study_of_eight_trials_completes(
@@ -102,10 +114,12 @@ def test_unknown_proxy_is_a_configuration_error(
 ) -> None:
     study = _study(client, max_trials=1)
     events = Events()
-    config = WorkerConfig(server="http://test", key=keys.worker, study_id=study,
-                          worker_id="w", proxy="resnet")
-    worker = Worker(config, events,
-                    client_factory=lambda: HPOClient(api_key=keys.worker, http=app_client))
+    config = WorkerConfig(
+        server="http://test", key=keys.worker, study_id=study, worker_id="w", proxy="resnet"
+    )
+    worker = Worker(
+        config, events, client_factory=lambda: HPOClient(api_key=keys.worker, http=app_client)
+    )
     assert worker.run() == 2
     assert "unknown proxy" in events.named("worker.error")[0]["error"]
 
@@ -115,9 +129,15 @@ def test_bad_placeholder_is_a_configuration_error(
 ) -> None:
     study = _study(client, max_trials=1)
     events = Events()
-    config = WorkerConfig(server="http://test", key=keys.worker, study_id=study,
-                          worker_id="w", command=("echo", "{learning_rate}"))
-    worker = Worker(config, events,
-                    client_factory=lambda: HPOClient(api_key=keys.worker, http=app_client))
+    config = WorkerConfig(
+        server="http://test",
+        key=keys.worker,
+        study_id=study,
+        worker_id="w",
+        command=("echo", "{learning_rate}"),
+    )
+    worker = Worker(
+        config, events, client_factory=lambda: HPOClient(api_key=keys.worker, http=app_client)
+    )
     assert worker.run() == 2
     assert "learning_rate" in events.named("worker.error")[0]["error"]

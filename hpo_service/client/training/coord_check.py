@@ -40,8 +40,9 @@ def _outputs(model: nn.Module, x: Tensor) -> dict[str, Tensor]:
     return captured
 
 
-def activation_update_sizes(model: nn.Module, optimizer: torch.optim.Optimizer,
-                            batch: tuple[Tensor, Tensor], steps: int) -> dict[str, float]:
+def activation_update_sizes(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple[Tensor, Tensor], steps: int
+) -> dict[str, float]:
     """Mean |h_t − h_0| per ``Dense`` layer after ``steps`` steps on the fixed ``batch``.
 
     Args:
@@ -72,8 +73,14 @@ def loglog_slopes(widths: Sequence[int], sizes: Sequence[dict[str, float]]) -> d
     return out
 
 
-def coord_check(build: Builder, batch: tuple[Tensor, Tensor], widths: Sequence[int], *,
-                steps: int = 3, seeds: Sequence[int] = (0, 1, 2)) -> dict[str, float]:
+def coord_check(
+    build: Builder,
+    batch: tuple[Tensor, Tensor],
+    widths: Sequence[int],
+    *,
+    steps: int = 3,
+    seeds: Sequence[int] = (0, 1, 2),
+) -> dict[str, float]:
     """Slopes of the per-layer update size over ``widths``, each size averaged over seeds."""
     per_width: list[dict[str, float]] = []
     for w in widths:
@@ -82,7 +89,9 @@ def coord_check(build: Builder, batch: tuple[Tensor, Tensor], widths: Sequence[i
             model, optimizer = build(w, seed)
             runs.append(activation_update_sizes(model, optimizer, batch, steps))
         per_width.append(
-            {k: math.exp(float(np.mean([math.log(max(r[k], 1e-30)) for r in runs])))
-             for k in runs[0]}
+            {
+                k: math.exp(float(np.mean([math.log(max(r[k], 1e-30)) for r in runs])))
+                for k in runs[0]
+            }
         )
     return loglog_slopes(widths, per_width)

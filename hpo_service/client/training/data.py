@@ -56,8 +56,9 @@ class TeacherStudent:
         self._w1 = torch.randn(64, self.d_in, generator=g) / self.d_in**0.5
         self._w2 = torch.randn(self.classes, 64, generator=g) / 8.0
         # Drawn after the one-layer teacher's weights, so ``layers=1`` is unchanged.
-        self._deep = [torch.randn(64, 64, generator=g) * self.gain / 8.0
-                      for _ in range(self.layers - 1)]
+        self._deep = [
+            torch.randn(64, 64, generator=g) * self.gain / 8.0 for _ in range(self.layers - 1)
+        ]
 
     def label(self, x: Tensor) -> Tensor:
         """Teacher labels (a vector of class indices) for inputs of shape batch × d_in."""

@@ -65,8 +65,9 @@ class MLP(nn.Module):
         residual: pre-norm residual blocks (two matrices each) instead of plain layers.
     """
 
-    def __init__(self, d_in: int, classes: int, setup: ScaledSetup, *,
-                 residual: bool = False) -> None:
+    def __init__(
+        self, d_in: int, classes: int, setup: ScaledSetup, *, residual: bool = False
+    ) -> None:
         super().__init__()
         width, depth = setup.shape.width, setup.shape.depth or 1
         self.setup = setup
@@ -110,15 +111,20 @@ class MoE(nn.Module):
     is ``router`` (d → E, output-like under µP).
     """
 
-    def __init__(self, width: int, experts: int, active: int, expert_width: int,
-                 block: int) -> None:
+    def __init__(
+        self, width: int, experts: int, active: int, expert_width: int, block: int
+    ) -> None:
         super().__init__()
         self.active = active
         self.router = Dense(width, experts, "router", block)
-        self.up = tag(nn.Parameter(torch.empty(experts, width, expert_width)),
-                      "hidden.expert_up", block=block)
-        self.down = tag(nn.Parameter(torch.empty(experts, expert_width, width)),
-                        "hidden.expert_down", block=block)
+        self.up = tag(
+            nn.Parameter(torch.empty(experts, width, expert_width)), "hidden.expert_up", block=block
+        )
+        self.down = tag(
+            nn.Parameter(torch.empty(experts, expert_width, width)),
+            "hidden.expert_down",
+            block=block,
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """Inputs batch × seq × width → outputs of the same shape."""
@@ -135,8 +141,9 @@ class MoE(nn.Module):
 
 
 class _Block(nn.Module):
-    def __init__(self, setup: ScaledSetup, i: int, head_dim: int, qk_norm: bool,
-                 ffn_ratio: int) -> None:
+    def __init__(
+        self, setup: ScaledSetup, i: int, head_dim: int, qk_norm: bool, ffn_ratio: int
+    ) -> None:
         super().__init__()
         width = setup.shape.width
         self.heads = max(1, width // head_dim)
@@ -150,8 +157,13 @@ class _Block(nn.Module):
         shape = setup.shape
         self.moe: MoE | None = None
         if shape.experts:
-            self.moe = MoE(width, shape.experts, shape.active_experts or 1,
-                           shape.expert_width or width * ffn_ratio, i)
+            self.moe = MoE(
+                width,
+                shape.experts,
+                shape.active_experts or 1,
+                shape.expert_width or width * ffn_ratio,
+                i,
+            )
         else:
             self.fc_in = Dense(width, ffn_ratio * width, "hidden.mlp_in", i)
             self.fc_out = Dense(ffn_ratio * width, width, "hidden.mlp_out", i)
@@ -184,8 +196,16 @@ class Transformer(nn.Module):
         ffn_ratio: dense MLP hidden width / width.
     """
 
-    def __init__(self, vocab: int, seq_len: int, setup: ScaledSetup, *, head_dim: int = 32,
-                 qk_norm: bool = False, ffn_ratio: int = 4) -> None:
+    def __init__(
+        self,
+        vocab: int,
+        seq_len: int,
+        setup: ScaledSetup,
+        *,
+        head_dim: int = 32,
+        qk_norm: bool = False,
+        ffn_ratio: int = 4,
+    ) -> None:
         super().__init__()
         width, depth = setup.shape.width, setup.shape.depth or 2
         self.tok = nn.Embedding(vocab, width)
@@ -209,9 +229,15 @@ class Transformer(nn.Module):
         return out
 
 
-def fan_in_defaults(width: int, *, d_in: int | None = None, ffn: int | None = None,
-                    expert_width: int | None = None, readout_std: float | None = None,
-                    embedding_std: float | None = None) -> dict[str, float]:
+def fan_in_defaults(
+    width: int,
+    *,
+    d_in: int | None = None,
+    ffn: int | None = None,
+    expert_width: int | None = None,
+    readout_std: float | None = None,
+    embedding_std: float | None = None,
+) -> dict[str, float]:
     """Base init stds that equal PyTorch's fan-in init at the base width.
 
     ``width`` is the base width; the rules then rescale these with the model's width.
@@ -220,7 +246,8 @@ def fan_in_defaults(width: int, *, d_in: int | None = None, ffn: int | None = No
         "init_std.hidden": math.sqrt(2.0 / width),
         "init_std.readout": readout_std if readout_std is not None else 1.0 / math.sqrt(width),
         "init_std.router": 1.0 / math.sqrt(width),
-        "init_std.embedding": embedding_std if embedding_std is not None
+        "init_std.embedding": embedding_std
+        if embedding_std is not None
         else (1.0 / math.sqrt(d_in) if d_in else 1.0),
     }
     if ffn is not None:

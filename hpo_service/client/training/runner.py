@@ -95,10 +95,24 @@ PROXIES: dict[str, ProxySpec] = {
     ),
     "transformer_moe": ProxySpec(
         "chars",
-        ModelShape(width=64, depth=2, batch_size=16 * 64, tokens=16 * 64 * 200, experts=4,
-                   active_experts=2, expert_width=128),
-        ModelShape(width=256, depth=4, batch_size=32 * 256, tokens=32 * 256 * 2000,
-                   experts=8, active_experts=2, expert_width=512),
+        ModelShape(
+            width=64,
+            depth=2,
+            batch_size=16 * 64,
+            tokens=16 * 64 * 200,
+            experts=4,
+            active_experts=2,
+            expert_width=128,
+        ),
+        ModelShape(
+            width=256,
+            depth=4,
+            batch_size=32 * 256,
+            tokens=32 * 256 * 2000,
+            experts=8,
+            active_experts=2,
+            expert_width=512,
+        ),
         qk_norm=True,
     ),
 }
@@ -145,8 +159,9 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _config(name: str, scale: Mapping[str, Any] | ScaleConfig | None,
-            device: torch.device) -> ScaleConfig:
+def _config(
+    name: str, scale: Mapping[str, Any] | ScaleConfig | None, device: torch.device
+) -> ScaleConfig:
     if scale is None:
         return ScaleConfig(parameterization="sp", proxy=default_shape(name, device))
     if isinstance(scale, ScaleConfig):
@@ -171,7 +186,8 @@ def build_proxy(name: str, setup: ScaledSetup, *, seq_len: int | None = None) ->
         }
         return Transformer(128, seq, setup, qk_norm=spec.qk_norm)
     d_in, classes = {"digits": (64, 10), "char_context": (CharContext().d_in, 128)}.get(
-        spec.kind, (32, 10))
+        spec.kind, (32, 10)
+    )
     setup.defaults = {**fan_in_defaults(base.width, d_in=d_in), **setup.defaults}
     return MLP(d_in, classes, setup, residual=spec.residual)
 
@@ -281,7 +297,7 @@ def run_proxy(
     wall = time.perf_counter() - start
     metrics: dict[str, float] = {"steps": float(len(losses))}
     if losses:
-        tail = losses[-max(1, len(losses) // 10):]
+        tail = losses[-max(1, len(losses) // 10) :]
         metrics["train_loss"] = sum(tail) / len(tail)
     if not diverged:
         metrics["val_loss"] = _validate(model, source, dev)
@@ -302,8 +318,9 @@ def run_proxy(
     return ProxyResult(metrics, cost, curve, diverged, stopped)
 
 
-def _data(spec: ProxySpec, shape: ModelShape,
-          seq_len: int) -> tuple[TeacherStudent | Digits | CharCorpus | CharContext, int]:
+def _data(
+    spec: ProxySpec, shape: ModelShape, seq_len: int
+) -> tuple[TeacherStudent | Digits | CharCorpus | CharContext, int]:
     batch = shape.batch_size or 64
     if spec.kind == "char_context":
         return CharContext(), batch
@@ -317,8 +334,9 @@ def _data(spec: ProxySpec, shape: ModelShape,
 
 
 @torch.no_grad()
-def _validate(model: nn.Module, source: TeacherStudent | Digits | CharCorpus | CharContext,
-              dev: torch.device) -> float:
+def _validate(
+    model: nn.Module, source: TeacherStudent | Digits | CharCorpus | CharContext, dev: torch.device
+) -> float:
     model.eval()
     loss = float(_loss(model, source.validation(), dev))
     model.train()

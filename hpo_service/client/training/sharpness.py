@@ -16,8 +16,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 __all__ = ["top_hessian_eigenvalue"]
 
 
-def top_hessian_eigenvalue(model: nn.Module, loss_fn: Callable[[], Tensor], *,
-                           iters: int = 10, seed: int = 0) -> float:
+def top_hessian_eigenvalue(
+    model: nn.Module, loss_fn: Callable[[], Tensor], *, iters: int = 10, seed: int = 0
+) -> float:
     """Estimate the largest-magnitude eigenvalue of the loss Hessian.
 
     Args:

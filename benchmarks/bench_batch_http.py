@@ -29,8 +29,7 @@ import json
 import math
 import os
 import secrets
-import socket
-import subprocess
+import signal
 import sys
 import tempfile
 import threading
@@ -47,6 +46,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_optimizers import _hartmann6  # noqa: E402
 
 from hpo_service.client import HPOClient  # noqa: E402
+from tests import local_server  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 OPTIMUM = -3.32237
@@ -56,17 +56,11 @@ SPACE = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """A throwaway ``hpo serve`` (it migrates first) on a fresh SQLite database."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
+        self.port = local_server.free_port()
         self.key = f"hpo_key_{secrets.token_hex(12)}_{secrets.token_hex(32)}"
         env = {
             **os.environ,
@@ -76,42 +70,22 @@ class Server:
             "MKL_NUM_THREADS": "1",
         }
         db = workdir / "hpo.db"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hpo_service",
-                "serve",
-                "--port",
-                str(self.port),
-                "--database-url",
-                f"sqlite:///{db}",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        argv = local_server.serve_argv(self.port, database_url=f"sqlite:///{db}")
+        self.proc = local_server.launch(argv, env=env)
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with HPOClient(self.url, self.key, timeout=5) as c:
-                    c.request("GET", "/readyz")
-                return
-            except Exception:
-                time.sleep(0.3)
-        self.close()
-        raise RuntimeError("server did not start")
+        try:
+            local_server.wait_until_up(
+                self.proc, f"{self.url}/readyz", timeout=120, request_timeout=5, interval=0.3
+            )
+        except local_server.ServerStartError as exc:
+            self.close()
+            raise RuntimeError("server did not start") from exc
 
     def client(self) -> HPOClient:
         return HPOClient(self.url, self.key, timeout=600)
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        local_server.stop_process(self.proc, sig=signal.SIGTERM, grace=30)
 
 
 def run_mode(server: Server, mode: str, seed: int, budget: int) -> dict[str, Any]:

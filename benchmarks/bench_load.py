@@ -41,7 +41,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -64,12 +63,20 @@ from hpo_service.db.database import Database  # noqa: E402
 from hpo_service.db.migrate import upgrade_to_head  # noqa: E402
 from hpo_service.domain import Role  # noqa: E402
 from hpo_service.services import api_keys  # noqa: E402
+from tests.local_server import (  # noqa: E402
+    LOCALHOST,
+    free_port,
+    launch,
+    serve_argv,
+    stop_process,
+    wait_until_up,
+)
 
 PG_ADMIN = os.environ.get(
     "HPO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 SPACE = {"parameters": [{"name": f"x{i}", "type": "float", "low": 0, "high": 1} for i in range(6)]}
-HOST = "127.0.0.1"
+HOST = LOCALHOST
 Latencies = dict[str, list[float]]
 
 
@@ -113,12 +120,6 @@ def background_load(seconds: float = 1.0) -> dict[str, float]:
 # --------------------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 def fresh_database(backend: str, tmp: Path) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tmp / f'load-{secrets.token_hex(4)}.db'}"
@@ -144,27 +145,15 @@ def drop_database(url: str) -> None:
 
 
 def wait_up(port: int, proc: subprocess.Popen[bytes], path: str) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("server exited")
-        try:
-            if httpx.get(f"http://{HOST}:{port}{path}", timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise TimeoutError(port)
+    """Until ``path`` answers below 500 (the bare app has no health endpoint, only /docs)."""
+    wait_until_up(
+        proc, f"http://{HOST}:{port}{path}", timeout=180, healthy=lambda r: r.status_code < 500
+    )
 
 
 def _launch(argv: list[str], env: dict[str, str], cpus: str | None) -> subprocess.Popen[bytes]:
     prefix = ["taskset", "-c", cpus] if cpus else []
-    return subprocess.Popen(
-        prefix + argv,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    return launch(prefix + argv, env=env, new_session=True)
 
 
 def pool_size(workers: int) -> int:
@@ -178,9 +167,7 @@ def start_service(
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPO_")}
     env["HPO_LOG_LEVEL"] = "warning"
     env["HPO_DB_POOL_SIZE"] = str(pool_size(workers))
-    argv = [sys.executable, "-m", "hpo_service", "serve", "--port", str(port)]
-    argv += ["--workers", str(workers), "--database-url", db_url]
-    proc = _launch(argv, env, cpus)
+    proc = _launch(serve_argv(port, database_url=db_url, workers=workers), env, cpus)
     wait_up(port, proc, "/healthz")
     return proc
 
@@ -199,11 +186,7 @@ def start_bare(db_url: str, workers: int, port: int, cpus: str | None) -> subpro
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    stop_process(proc, sig=signal.SIGTERM, grace=20, group=True)
 
 
 # --------------------------------------------------------------------------- load phases

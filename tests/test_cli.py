@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +11,7 @@ import httpx
 
 from hpo_service.cli import main
 from tests.builders import study
+from tests.local_server import free_port, serve_argv, stop_process
 
 
 def test_keys_create_prints_key_on_last_line(tmp_path: Path, capsys) -> None:
@@ -44,17 +43,11 @@ def test_migrate_uses_environment_url(tmp_path: Path, monkeypatch, capsys) -> No
     assert (tmp_path / "env.db").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_first_start_prints_admin_key_and_serves(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPO_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hpo_service", "serve", "--port", str(port)],
+        serve_argv(port),
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -96,11 +89,7 @@ def test_serve_first_start_prints_admin_key_and_serves(tmp_path: Path) -> None:
         best = httpx.get(f"{base}/v1/studies/{sid}/best", headers=headers).json()
         assert best["trials"][0]["id"] == tid
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
     # a second start finds the key and prints none
     proc2 = subprocess.run(
         [

@@ -6,27 +6,16 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
-
-import httpx
 
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
 from hpo_service.db.migrate import upgrade_to_head
 from hpo_service.domain import Role
 from hpo_service.services import api_keys
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
+from tests.local_server import free_port, launch, serve_argv, stop_process, wait_until_up
 
 # Servers here get the key-hash secret by configuration, as production would (and as
 # every process of a multi-process server must share it); the key is made with the same.
@@ -69,36 +58,14 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 180.0) -> Server:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hpo_service",
-                "serve",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(self.workers),
-                "--database-url",
-                self.database_url,
-            ],
+        self.proc = launch(
+            serve_argv(self.port, database_url=self.database_url, workers=self.workers),
             env=self.env,
             cwd=self.cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            new_session=True,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            time.sleep(0.2)
-        raise TimeoutError("server did not start")
+        wait_until_up(self.proc, f"{self.url}/healthz", timeout=timeout)
+        return self
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -106,14 +73,8 @@ class Server:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc, sig=signal.SIGTERM, group=True)
 
 
 class ThrowawayPostgres:

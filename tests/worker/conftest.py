@@ -10,7 +10,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,14 @@ from hpo_service.db.database import Database, normalize_url
 from hpo_service.domain import Role
 from hpo_service.services import api_keys
 from tests.conftest import PG_ADMIN_URL, require_postgres
+from tests.local_server import (
+    ServerStartError,
+    free_port,
+    launch,
+    serve_argv,
+    stop_process,
+    wait_until_up,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,12 +82,6 @@ metric(val_loss=train())
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPO_")}
     env["PYTHONPATH"] = str(ROOT)
@@ -108,34 +109,16 @@ class Server:
 
     def start(self) -> None:
         self.starts += 1
-        log = open(self.workdir / f"server-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hpo_service",
-                "serve",
-                "--port",
-                str(self.port),
-                "--database-url",
-                self.database_url,
-            ],
-            cwd=self.workdir,
+        self.proc = launch(
+            serve_argv(self.port, database_url=self.database_url),
             env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            log=self.workdir / f"server-{self.starts}.log",
         )
-        log.close()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("server did not start:\n" + self.log())
+        try:
+            wait_until_up(self.proc, f"{self.url}/healthz", timeout=120, request_timeout=2)
+        except ServerStartError as exc:
+            raise AssertionError(f"server did not start ({exc}):\n{self.log()}") from None
 
     def log(self) -> str:
         return "\n".join(
@@ -148,12 +131,8 @@ class Server:
             self.proc.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.proc is not None:
+            stop_process(self.proc)
 
     def api(self, method: str, path: str, **kw: Any) -> Any:
         r = httpx.request(

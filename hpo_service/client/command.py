@@ -16,6 +16,8 @@ The contract with the command is deliberately small so any language can meet it:
 
 The child runs in its own session so the worker (not the terminal) decides when it
 stops, and so stopping kills the whole process group, not just the shell in front of it.
+Being in its own session, nothing would stop it if the worker were killed outright, so
+``child_lifetime`` ties it (and its group) to the worker's life.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from hpo_service.client.child_lifetime import GroupGuard, die_with_parent
 
 __all__ = [
     "METRIC_PREFIX",
@@ -361,9 +365,11 @@ def run_command(
             errors="replace",
             bufsize=1,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
     except OSError as exc:
         return CommandOutcome(None, [], "", 0.0, start_error=f"cannot start {argv[0]!r}: {exc}")
+    guard = GroupGuard(proc.pid)
     lines: list[MetricLine] = []
     parse_errors: list[str] = []
     tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
@@ -397,17 +403,20 @@ def run_command(
     for t in readers:
         t.start()
     timed_out = stopped = False
-    while proc.poll() is None:
-        if stop.wait(0.1):
-            stopped = True
-            _terminate(proc, kill_grace)
-            break
-        if timeout is not None and time.monotonic() - start > timeout:
-            timed_out = True
-            _terminate(proc, kill_grace)
-            break
-    # Whatever the child left running in its group must not outlive the trial.
-    _signal_group(proc, signal.SIGKILL)
+    try:
+        while proc.poll() is None:
+            if stop.wait(0.1):
+                stopped = True
+                _terminate(proc, kill_grace)
+                break
+            if timeout is not None and time.monotonic() - start > timeout:
+                timed_out = True
+                _terminate(proc, kill_grace)
+                break
+    finally:
+        # Whatever the child left running in its group must not outlive the trial.
+        _signal_group(proc, signal.SIGKILL)
+        guard.release()
     for t in readers:
         t.join(timeout=5.0)
     stderr_tail = "\n".join(tail)[-STDERR_TAIL_CHARS:]

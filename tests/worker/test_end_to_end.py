@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.local_server import running
 from tests.worker.conftest import Server, Workers, wait_for
 
 pytestmark = pytest.mark.slow
@@ -48,10 +49,13 @@ def test_killed_worker_trial_is_finished_by_another(
     study = server.create_study(max_trials=1)
     a = workers.start(server, key, study, "slow-first", worker_id="victim")
     [trial] = wait_for(lambda: _active(server, study), 30, "the trial to be leased")
-    wait_for(lambda: (tmp_path / f"pid-{trial['id']}-1").exists(), 30, "the command to start")
+    pid_file = tmp_path / f"pid-{trial['id']}-1"
+    command = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), 30, "the command"))
     b = workers.start(server, key, study, "slow-first", worker_id="rescuer")
     a.kill()  # kill -9: no release, no heartbeat; only the lease expiry can free the trial
     a.wait()
+    # nor can it stop its command, which must not train on for a trial it lost
+    wait_for(lambda: not running(command), 5, "the command to die with its worker")
     assert workers.wait(b, 60) == 0, workers.logs()
     final = server.api("GET", f"/v1/trials/{trial['id']}")
     assert final["state"] == "completed"

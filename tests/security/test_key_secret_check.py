@@ -9,6 +9,7 @@ after keys were made, a SQLite file restored without its ``.key-secret``.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from pathlib import Path
 
@@ -150,3 +151,46 @@ def test_concurrent_first_starts_agree_on_one_check_value(db: Database) -> None:
         assert session.scalars(select(KeySecretCheckRow.check_value)).all() == [
             check_value(db.key_secret)
         ]
+
+
+def _check_values(url: str) -> list[str]:
+    db = Database(url, key_secret="only-to-read")
+    try:
+        with db.read() as session:
+            return list(session.scalars(select(KeySecretCheckRow.check_value)).all())
+    finally:
+        db.dispose()
+
+
+def test_export_reads_under_any_secret_and_keeps_the_sources_check_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a backup job need not hold the servers' secret: export copies key hashes verbatim
+    # and the database's own check value, so a check would only refuse a correct backup
+    url = _fresh_sqlite(tmp_path)
+    monkeypatch.setenv("HPO_KEY_HASH_SECRET", "the-servers-secret")
+    assert (
+        cli.main(["keys", "create", "--role", "admin", "--tenant", "t", "--database-url", url]) == 0
+    )
+    monkeypatch.setenv("HPO_KEY_HASH_SECRET", "a-backup-hosts-secret")
+    dump = tmp_path / "dump.jsonl"
+    assert cli.main(["export", "--database-url", url, "-o", str(dump)]) == 0
+    header = json.loads(dump.read_text().splitlines()[0])
+    assert header["key_secret_check"] == check_value(b"the-servers-secret")
+    assert _check_values(url) == [check_value(b"the-servers-secret")]
+
+
+def test_migrate_and_export_tie_a_fresh_database_to_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Were they to check, a migration or backup job without HPO_KEY_HASH_SECRET would
+    # generate a secret file, record its check value, and lock out the servers' secret.
+    monkeypatch.delenv("HPO_KEY_HASH_SECRET", raising=False)
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    assert cli.main(["migrate", "--database-url", url]) == 0
+    assert cli.main(["export", "--database-url", url, "-o", str(tmp_path / "d.jsonl")]) == 0
+    secret_file = key_secret_path(url)
+    assert secret_file is not None
+    assert not secret_file.exists()
+    assert _check_values(url) == []
+    create_app(Settings(database_url=url, key_hash_secret="the-servers-secret"))

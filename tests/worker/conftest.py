@@ -243,20 +243,26 @@ class Workers:
         self.train = tmp / "train.py"
         self.train.write_text(TRAIN)
 
-    def start(
+    def launch(
         self,
         server: Server,
         key: str,
         study: str,
-        mode: str,
-        *extra: str,
+        *args: str,
         worker_id: str | None = None,
+        env: dict[str, str] | None = None,
+        entry: str = "hpo_service.client.worker_cli",
     ) -> subprocess.Popen[bytes]:
+        """An `hpo worker` with fast heartbeats and polls, plus ``args``; logs to a file.
+
+        ``entry`` is the module run with ``-m``: the worker's stand-alone entry point by
+        default, ``hpo_service`` for the `hpo` command that also hosts the worker.
+        """
         log_path = self.tmp / f"worker-{len(self.procs)}.log"
-        args = [
+        argv = [
             sys.executable,
             "-m",
-            "hpo_service.client.worker_cli",
+            entry,
             "worker",
             "--server",
             server.url,
@@ -270,29 +276,36 @@ class Workers:
             "0.2",
             "--poll-max-seconds",
             "0.5",
-            "--kill-grace",
-            "2",
             "--progress",
             "log",
         ]
         if worker_id:
-            args += ["--worker-id", worker_id]
-        args += [
-            *extra,
-            "--",
-            sys.executable,
-            str(self.train),
-            mode,
-            "{lr}",
-            "{layers}",
-            str(self.tmp),
-        ]
+            argv += ["--worker-id", worker_id]
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                args, cwd=self.tmp, env=clean_env(), stdout=log, stderr=subprocess.STDOUT
+                [*argv, *args],
+                cwd=self.tmp,
+                env=env or clean_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         self.procs.append((proc, log_path))
         return proc
+
+    def start(
+        self,
+        server: Server,
+        key: str,
+        study: str,
+        mode: str,
+        *extra: str,
+        worker_id: str | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """A command-mode worker running the TRAIN script in ``mode`` for every trial."""
+        command = [sys.executable, str(self.train), mode, "{lr}", "{layers}", str(self.tmp)]
+        return self.launch(
+            server, key, study, "--kill-grace", "2", *extra, "--", *command, worker_id=worker_id
+        )
 
     def log(self, proc: subprocess.Popen[bytes]) -> str:
         return next(p.read_text(errors="replace") for q, p in self.procs if q is proc)

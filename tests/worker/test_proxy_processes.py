@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from tests.worker.conftest import Server, clean_env
+from tests.worker.conftest import Server, Workers, clean_env
 
 pytestmark = pytest.mark.slow
 
@@ -15,7 +12,7 @@ SMALL_MLP = {"width": 32, "depth": 2, "batch_size": 32, "tokens": 32 * 30}
 
 
 def test_two_proxy_worker_processes_finish_eight_trials(
-    short_lease_server: Server, tmp_path
+    short_lease_server: Server, workers: Workers
 ) -> None:
     server = short_lease_server
     key = server.worker_key()
@@ -36,51 +33,21 @@ def test_two_proxy_worker_processes_finish_eight_trials(
             "scale": {"parameterization": "mup", "proxy": SMALL_MLP},
         },
     )["id"]
-    procs = []
-    for name in ("pa", "pb"):
-        log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "hpo_service",
-                    "worker",
-                    "--server",
-                    server.url,
-                    "--key",
-                    key,
-                    "--study",
-                    study,
-                    "--worker-id",
-                    name,
-                    "--proxy",
-                    "mlp",
-                    "--progress",
-                    "log",
-                    "--heartbeat-seconds",
-                    "0.5",
-                    "--poll-min-seconds",
-                    "0.2",
-                    "--poll-max-seconds",
-                    "0.5",
-                ],
-                cwd=tmp_path,
-                env=clean_env(OMP_NUM_THREADS="1"),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+    procs = [
+        workers.launch(
+            server,
+            key,
+            study,
+            "--proxy",
+            "mlp",
+            worker_id=name,
+            env=clean_env(OMP_NUM_THREADS="1"),
+            entry="hpo_service",
         )
-        log.close()
-    try:
-        for p in procs:
-            assert p.wait(timeout=240) == 0, "\n".join(
-                (tmp_path / f"{n}.log").read_text()[-3000:] for n in ("pa", "pb")
-            )
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+        for name in ("pa", "pb")
+    ]
+    for p in procs:
+        assert workers.wait(p, 240) == 0, workers.logs()
     trials = server.trials(study)
     assert len(trials) == 8
     assert {t["state"] for t in trials} == {"completed"}

@@ -285,9 +285,7 @@ class GPDesigner:
             lengthscales=lengthscales,
             options=self._acqf_options(len(pending_x)),
         )
-        chosen = self._distinct(
-            found.batches[0], found.ranked, data.x, pending_x, self._failed_x()
-        )
+        chosen = self._distinct(found.batches[0], found.ranked, data.x, pending_x, self._failed_x())
         meta: dict[str, Any] = {"designer": "gp", "acquisition": name, "n_train": len(keep)}
         return [Suggestion(self.encoder.decode(row), metadata=dict(meta)) for row in chosen]
 

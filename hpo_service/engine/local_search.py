@@ -65,9 +65,16 @@ class LocalSearchDesigner:
         use_gp: rank candidates by a GP lower confidence bound when data allows.
     """
 
-    def __init__(self, config: StudyConfig, seed: int | None, *, initial_radius: float = 0.15,
-                 min_radius: float = 0.01, max_radius: float = 0.5,
-                 use_gp: bool = True) -> None:
+    def __init__(
+        self,
+        config: StudyConfig,
+        seed: int | None,
+        *,
+        initial_radius: float = 0.15,
+        min_radius: float = 0.01,
+        max_radius: float = 0.5,
+        use_gp: bool = True,
+    ) -> None:
         self.config = config
         self.seed = seed
         self.encoder = SpaceEncoder(config.space)
@@ -106,8 +113,10 @@ class LocalSearchDesigner:
             x = self.encoder.encode(trial.params)
             value = self._value(trial)
             if value is None:
-                if trial.state != TrialState.COMPLETED or not trial.result or (
-                    objective_value(self.config.objective, trial.result) is None
+                if (
+                    trial.state != TrialState.COMPLETED
+                    or not trial.result
+                    or (objective_value(self.config.objective, trial.result) is None)
                 ):
                     region.cliffs.append(x)
                 region.failures += 1
@@ -146,8 +155,9 @@ class LocalSearchDesigner:
         cands = self._candidates(region, rng)
         cands = self._filter(cands, region)
         if len(cands) == 0:
-            cands = self._candidates(TrustRegion(region.center, region.best,
-                                                 self.initial_radius, 0, []), rng)
+            cands = self._candidates(
+                TrustRegion(region.center, region.best, self.initial_radius, 0, []), rng
+            )
         order = self._rank(cands, region)
         out: list[Suggestion] = []
         chosen: list[FloatArray] = []
@@ -156,10 +166,17 @@ class LocalSearchDesigner:
             if any(np.linalg.norm(x - c) < 1e-9 for c in chosen):
                 continue
             chosen.append(x)
-            out.append(Suggestion(params=self.encoder.decode(x), metadata={
-                "designer": "local", "radius": round(region.radius, 5),
-                "restarts": region.restarts, "cliffs": len(region.cliffs),
-            }))
+            out.append(
+                Suggestion(
+                    params=self.encoder.decode(x),
+                    metadata={
+                        "designer": "local",
+                        "radius": round(region.radius, 5),
+                        "restarts": region.restarts,
+                        "cliffs": len(region.cliffs),
+                    },
+                )
+            )
             if len(out) == count:
                 break
         return out
@@ -169,9 +186,12 @@ class LocalSearchDesigner:
         points = [np.full(d, 0.5)] if not self._pending else []
         while len(points) < count:
             points.append(rng.random(d))
-        return [Suggestion(params=self.encoder.decode(x), metadata={"designer": "local",
-                                                                    "phase": "initial"})
-                for x in points[:count]]
+        return [
+            Suggestion(
+                params=self.encoder.decode(x), metadata={"designer": "local", "phase": "initial"}
+            )
+            for x in points[:count]
+        ]
 
     def _candidates(self, region: TrustRegion, rng: np.random.Generator) -> FloatArray:
         assert region.center is not None
@@ -185,7 +205,7 @@ class LocalSearchDesigner:
         for col in self._categorical_blocks():
             flip = rng.random(_CANDIDATES) < prob * region.radius * 2
             choice = rng.integers(col.start, col.stop, _CANDIDATES)
-            cands[flip, col.start:col.stop] = 0.0
+            cands[flip, col.start : col.stop] = 0.0
             cands[flip, choice[flip]] = 1.0
         return cands
 
@@ -215,8 +235,9 @@ class LocalSearchDesigner:
         return [int(i) for i in np.argsort(lcb)]
 
 
-def _gp_lcb(x: FloatArray, y: FloatArray, cands: FloatArray, *, lengthscale: float,
-            beta: float = 1.0) -> FloatArray:
+def _gp_lcb(
+    x: FloatArray, y: FloatArray, cands: FloatArray, *, lengthscale: float, beta: float = 1.0
+) -> FloatArray:
     """Lower confidence bound μ − β·σ of a zero-mean RBF GP on standardised values.
 
     Args:
@@ -246,4 +267,3 @@ def _gp_lcb(x: FloatArray, y: FloatArray, cands: FloatArray, *, lengthscale: flo
 def make_local_designer(config: StudyConfig, seed: int | None) -> LocalSearchDesigner:
     """The factory ``engine/registry.py`` registers as ``local``."""
     return LocalSearchDesigner(config, seed)
-

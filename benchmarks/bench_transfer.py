@@ -43,6 +43,9 @@ Full run (issue #4): ``nice -n 10 python benchmarks/bench_transfer.py --seeds 10
 --budget 50 --gp-budget 22 --baseline-budget 40 --gp-effort light --workers 2
 --methods random gp box+random box+gp ellipsoid+random ellipsoid+gp
 --out benchmarks/results/transfer_10seeds``.
+Transfer-only re-run: ``--baselines <earlier bench_transfer.json>`` reuses its random and
+gp runs (same budgets and GP effort), which depend on neither the sources nor the
+transfer code.
 Quick run: ``python benchmarks/bench_transfer.py --seeds 2 --budget 15 --families branin
 --source-algos random``.
 """
@@ -865,6 +868,14 @@ def main() -> None:
         help="only make the BO source histories (into --source-cache), then stop",
     )
     ap.add_argument(
+        "--baselines",
+        type=Path,
+        default=None,
+        help="a bench_transfer.json whose runs without transfer (random, gp) are reused "
+        "for the same families and seeds instead of run again; its budgets and GP effort "
+        "must match this run's",
+    )
+    ap.add_argument(
         "--from-rows",
         action="store_true",
         help="only summarise and plot the runs saved in <out>/bench_transfer_rows.pkl "
@@ -876,11 +887,13 @@ def main() -> None:
         with open(args.out / "bench_transfer_rows.pkl", "rb") as fh:
             report(pickle.load(fh), args, time.time())
         return
+    reused = reused_baselines(args)
+    reused_methods = {r["method"] for r in reused}
     jobs = [
         (
             f,
             s,
-            args.methods,
+            [m for m in args.methods if m not in reused_methods],
             args.budget,
             args.source_evals,
             args.top_k,
@@ -896,7 +909,7 @@ def main() -> None:
     ]
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = list(reused)
     start = time.time()
     ctx = mp.get_context("spawn")
     with ctx.Pool(args.workers, initializer=_init_worker, initargs=(args.gp_effort,)) as pool:
@@ -916,6 +929,35 @@ def main() -> None:
             with open(args.out / "bench_transfer_rows.pkl", "wb") as fh:
                 pickle.dump(rows, fh)
     report(rows, args, start)
+
+
+_SAME_SETTINGS = ("budget", "gp_budget", "baseline_budget", "gp_effort")
+
+
+def reused_baselines(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Runs without transfer from ``--baselines`` for this run's families, seeds, methods.
+
+    The baselines do not depend on the sources or the transfer options, and a seeded GP
+    study repeats itself, so an earlier run's baseline rows serve a new transfer run; the
+    evaluation budgets and GP effort must match, else the ratios would compare unlike.
+    """
+    if args.baselines is None:
+        return []
+    saved = json.loads(args.baselines.read_text())
+    for key in _SAME_SETTINGS:
+        if saved["config"].get(key) != getattr(args, key):
+            raise SystemExit(f"--baselines: {key} differs ({saved['config'].get(key)!r})")
+    wanted = {m for m in args.methods if METHODS[m][1] is None}
+    rows = [
+        r
+        for r in saved["runs"]
+        if r["method"] in wanted and r["family"] in args.families and r["seed"] < args.seeds
+    ]
+    for m in wanted:
+        have = {(r["family"], r["seed"]) for r in rows if r["method"] == m}
+        if len(have) < len(args.families) * args.seeds:
+            raise SystemExit(f"--baselines: {m} lacks some of the families and seeds")
+    return rows
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, start: float) -> None:

@@ -13,6 +13,10 @@
    choices cut to what the region keeps). A GP therefore normalises its inputs to the box
    automatically and optimises its acquisition only there, and Sobol/random sample only
    there. The inner designer sees the trials that lie in the box.
+   Once the model has data, it searches a **trust region** around the incumbent inside
+   the region (``exploit.py``; every other proposal still covers the whole region): the
+   region is already good, so what is left is local refinement, which a GP spread over
+   the whole region does slowly.
 3. **Inside the ellipsoid.** A box needs nothing more. For an ellipsoid, space-filling
    designers are asked for extra points and the ones outside are rejected; model-based
    designers' proposals outside are pulled radially onto the ellipsoid (sample-and-refine,
@@ -63,8 +67,10 @@ from hpo_service.transfer.coords import (
     unconditional,
     with_coords,
 )
+from hpo_service.transfer.exploit import TrustOptions, replay, trust_box
 
 __all__ = [
+    "DEFAULT_TRUST",
     "SPACE_FILLING",
     "GuardOptions",
     "RegionDesigner",
@@ -76,6 +82,12 @@ REGION_SOURCE = "transfer_region"
 # earlier tasks did well) stay better than their points for as long as seeds remain.
 SPACE_FILLING = frozenset({"random", "sobol"})
 _MAX_REJECTION_ROUNDS = 4
+# Measured on Hartmann-3, outlier and large-shift with BO sources (8 seeds each,
+# benchmarks/results/transfer_settings_10seeds/trust_ablation.txt): a quarter-side trust
+# region, every other proposal on the whole region.
+DEFAULT_TRUST = TrustOptions(start=0.25, global_every=2)
+# Grid values a trust region keeps at least on an int or ordinal coordinate.
+_TRUST_GRID_VALUES = 4
 
 
 class _SuggestionLike(Protocol):
@@ -230,6 +242,11 @@ class RegionDesigner(Generic[S]):
         guard: when to grow the region; None disables the guard.
         seed_phase: stop proposing seeds once this many trials (seeds or not, finished
             or pending) lie inside the current region; None proposes every seed.
+        trust: confine the inner designer to a trust region around the incumbent
+            (``exploit.py``): True gives model-based designers ``DEFAULT_TRUST`` (random
+            and Sobol never exploit, so they keep the whole region), False searches the
+            whole region, options apply as given. The spec's ``trust`` (a benchmark
+            option: ``{"start": 0.5, ...}``, ``true`` or ``false``) overrides it.
     """
 
     def __init__(
@@ -245,6 +262,7 @@ class RegionDesigner(Generic[S]):
         version: int = 1,
         guard: GuardOptions | None = None,
         seed_phase: int | None = None,
+        trust: TrustOptions | bool = True,
     ) -> None:
         self.config = config
         self.seed = seed
@@ -256,6 +274,8 @@ class RegionDesigner(Generic[S]):
         self.version = version
         self.guard = guard if guard is not None else GuardOptions()
         self.seed_phase = seed_phase
+        spec = (config.transfer or {}).get("trust", trust)
+        self.trust = _trust_options(spec, config.algorithm not in SPACE_FILLING)
         self.encoder = make_encoder(config.space)
         self._cells: dict[str, tuple[FloatArray, list[tuple[float, float]]]] = {}
         for name in config.space.names:
@@ -356,8 +376,9 @@ class RegionDesigner(Generic[S]):
         region = self.region
         config = self.config
         if region is not None:
+            searched = self._trust_region(region)
             config = replace(
-                self.config, space=narrowed_space(self.config.space, region, self.make_encoder)
+                self.config, space=narrowed_space(self.config.space, searched, self.make_encoder)
             )
         completed = [t for t in self._completed if _valid(config.space, t.params)]
         pending = [t for t in self._pending if _valid(config.space, t.params)]
@@ -368,6 +389,37 @@ class RegionDesigner(Generic[S]):
             proposals = list(inner.suggest(count))
             return [self._keep(s, "region") for s in proposals[:count]]
         return self._inside_ellipsoid(inner, region, count, known)
+
+    def _trust_region(self, region: Box | Ellipsoid) -> Box | Ellipsoid:
+        """The trust region around the incumbent, or ``region`` without one (exploit.py)."""
+        if self.trust is None or len(self.config.all_objectives) > 1:
+            return region
+        objective = self.config.objective
+        points = [
+            (
+                objective.sign() * v,
+                t.source == TrialSource.TRANSFER_SEED,
+                self._coords(t.params, region)[0],
+            )
+            for t in sorted(self._completed, key=lambda t: t.number)
+            if t.state is TrialState.COMPLETED
+            and (v := objective_value(objective, t.result)) is not None
+            and self.inside(t.params)
+        ]
+        state = replay(points, region.dim, self.trust)
+        if state is None or state.side >= 1.0:
+            return region
+        return trust_box(region, state, self._grid_widths(region))
+
+    def _grid_widths(self, region: Box | Ellipsoid) -> FloatArray:
+        """Per region coordinate, the cube width of ``_TRUST_GRID_VALUES`` grid values."""
+        widths = np.zeros(len(region.names))
+        for j, name in enumerate(region.names):
+            if name in self._cells:
+                grid = self._cells[name][0]
+                step = float(np.median(np.diff(grid))) if len(grid) > 1 else 1.0
+                widths[j] = step * (_TRUST_GRID_VALUES - 1)
+        return widths
 
     def _inside_ellipsoid(
         self, inner: _Inner[S], region: Ellipsoid, count: int, known: set[str]
@@ -520,6 +572,16 @@ class RegionDesigner(Generic[S]):
     def _keep(self, s: S, origin: str) -> S:
         source = str(s.source) if self.base is None else _source(s)
         return self._tag(s.params, source, origin, dict(s.metadata))
+
+
+def _trust_options(spec: Any, model_based: bool) -> TrustOptions | None:
+    """Options from ``trust`` (True: the default for a model; False/None: off; a dict)."""
+    if isinstance(spec, TrustOptions):
+        return spec
+    if isinstance(spec, dict):
+        fields = TrustOptions.__dataclass_fields__
+        return TrustOptions(**{k: v for k, v in spec.items() if k in fields})
+    return DEFAULT_TRUST if spec is True and model_based else None
 
 
 def _grid(space: SearchSpace, encoder: CubeEncoder, name: str) -> FloatArray | None:

@@ -4,14 +4,14 @@ One place, because ``hpo serve``/``keys``/``extrapolate`` (``cli.py``) and ``hpo
 export``/``import`` (``admin_cli.py``) must open it the same way.
 
 The key-secret check is on for the other commands (``serve``, ``keys create``,
-``import``, ``extrapolate``): a key row written or verified under a foreign secret would
-verify on no server. ``migrate`` and ``export`` leave it off on purpose.
+``import``): a key row written or verified under a foreign secret would verify on no
+server. ``migrate``, ``export`` and ``extrapolate`` leave it off on purpose.
 They never hash or verify a key (``export`` copies the hashes and the database's own
 check value verbatim), and the check is not read-only: on a database without a check
 value the first check records the caller's secret, generating one into a file when none
 is configured. A migration or backup job run without ``HPO_KEY_HASH_SECRET`` would then
 tie the database to its own secret and lock the servers out
-(tests/security/test_key_secret_check.py holds both commands to this).
+(tests/security/test_key_secret_check.py holds all three to this).
 """
 
 from __future__ import annotations

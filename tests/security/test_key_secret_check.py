@@ -180,7 +180,7 @@ def test_export_reads_under_any_secret_and_keeps_the_sources_check_value(
     assert _check_values(url) == [check_value(b"the-servers-secret")]
 
 
-def test_migrate_and_export_tie_a_fresh_database_to_no_secret(
+def test_migrate_export_and_extrapolate_tie_a_fresh_database_to_no_secret(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Were they to check, a migration or backup job without HPO_KEY_HASH_SECRET would
@@ -189,6 +189,9 @@ def test_migrate_and_export_tie_a_fresh_database_to_no_secret(
     url = f"sqlite:///{tmp_path / 'hpo.db'}"
     assert cli.main(["migrate", "--database-url", url]) == 0
     assert cli.main(["export", "--database-url", url, "-o", str(tmp_path / "d.jsonl")]) == 0
+    # extrapolate reads a study and computes (here: a missing study, exit 2)
+    extrapolate = ["extrapolate", "--study", "st_missing", "--target", "width=1024"]
+    assert cli.main([*extrapolate, "--database-url", url]) == 2
     secret_file = key_secret_path(url)
     assert secret_file is not None
     assert not secret_file.exists()

@@ -68,56 +68,6 @@ def _params(x: np.ndarray) -> dict[str, float]:
     return {f"x{i}": float(v) for i, v in enumerate(x)}
 
 
-def _run_gp(f: Any, space: Any, init: np.ndarray, seed: int, budget: int) -> list[float]:
-    from hpo_service.domain import Objective, StudyConfig, Trial, TrialState
-    from hpo_service.engine.gp_model import default_cache
-    from hpo_service.engine.registry import make_designer
-
-    default_cache().clear()
-    config = StudyConfig(space=space, objective=Objective(metric="y"), algorithm="gp", seed=seed)
-    trials: list[Any] = []
-    values: list[float] = []
-    for i in range(budget):
-        if i < len(init):
-            params = _params(init[i])
-        else:
-            designer = make_designer(config, seed)
-            designer.update(trials, [])
-            (s,) = designer.suggest(1)
-            params = s.params
-        y = f(params)
-        values.append(y)
-        trials.append(
-            Trial(
-                id=str(i),
-                study_id="basins",
-                number=i,
-                params=params,
-                state=TrialState.COMPLETED,
-                result={"y": y},
-            )
-        )
-    return values
-
-
-def _run_optuna(f: Any, init: np.ndarray, seed: int, budget: int) -> list[float]:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(
-        sampler=optuna.samplers.GPSampler(seed=seed, n_startup_trials=len(init))
-    )
-    for x in init:
-        study.enqueue_trial(_params(x))
-    values: list[float] = []
-    for _ in range(budget):
-        trial = study.ask()
-        y = f({f"x{i}": trial.suggest_float(f"x{i}", 0.0, 1.0) for i in range(6)})
-        study.tell(trial, y)
-        values.append(y)
-    return values
-
-
 def _task(args: tuple[str, str, int, int]) -> dict[str, Any]:
     import warnings
 
@@ -128,12 +78,10 @@ def _task(args: tuple[str, str, int, int]) -> dict[str, Any]:
     torch.set_num_threads(1)
     optimiser, design, seed, budget = args
     problem = bench_optimizers._problems()["hartmann6"]
-    init = initial_design(design, seed)
+    initial = [_params(x) for x in initial_design(design, seed)]
+    run = bench_optimizers._run_ours if optimiser == "gp" else bench_optimizers._run_optuna
     t0 = time.perf_counter()
-    if optimiser == "gp":
-        values = _run_gp(problem.f, problem.space, init, seed, budget)
-    else:
-        values = _run_optuna(problem.f, init, seed, budget)
+    values = run(problem, optimiser, seed, budget, initial)
     regret = np.maximum(np.minimum.accumulate(np.array(values)) - problem.optimum, 0.0)
     return {
         "optimiser": optimiser,

@@ -32,7 +32,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,7 +183,14 @@ def _nearest(values: list[Any], v: Any) -> Any:
 # -- one run -----------------------------------------------------------------------------
 
 
-def _run_ours(problem: Problem, method: str, seed: int, budget: int) -> list[float]:
+def _run_ours(
+    problem: Problem,
+    method: str,
+    seed: int,
+    budget: int,
+    initial: Sequence[dict[str, Any]] = (),
+) -> list[float]:
+    """One sequential run; ``initial`` points, if given, are evaluated first as history."""
     from hpo_service.domain import Objective, StudyConfig, Trial, TrialState
     from hpo_service.engine.gp_model import default_cache
     from hpo_service.engine.registry import make_designer
@@ -196,17 +203,21 @@ def _run_ours(problem: Problem, method: str, seed: int, budget: int) -> list[flo
     trials: list[Any] = []
     values: list[float] = []
     for i in range(budget):
-        designer = make_designer(config, seed)
-        designer.update(trials, [])
-        (s,) = designer.suggest(1)
-        y = problem.f(s.params)
+        if i < len(initial):
+            params = dict(initial[i])
+        else:
+            designer = make_designer(config, seed)
+            designer.update(trials, [])
+            (s,) = designer.suggest(1)
+            params = s.params
+        y = problem.f(params)
         values.append(y)
         trials.append(
             Trial(
                 id=str(i),
                 study_id="bench",
                 number=i,
-                params=s.params,
+                params=params,
                 state=TrialState.COMPLETED,
                 result={"y": y},
             )
@@ -234,16 +245,26 @@ def _optuna_params(space: Any, trial: Any) -> dict[str, Any]:
     return out
 
 
-def _run_optuna(problem: Problem, method: str, seed: int, budget: int) -> list[float]:
+def _run_optuna(
+    problem: Problem,
+    method: str,
+    seed: int,
+    budget: int,
+    initial: Sequence[dict[str, Any]] = (),
+) -> list[float]:
+    """One Optuna run; ``initial`` points, if given, are enqueued as its startup trials."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    startup = {"n_startup_trials": len(initial)} if initial else {}
     sampler = (
-        optuna.samplers.TPESampler(seed=seed)
+        optuna.samplers.TPESampler(seed=seed, **startup)
         if method == "optuna_tpe"
-        else optuna.samplers.GPSampler(seed=seed)
+        else optuna.samplers.GPSampler(seed=seed, **startup)
     )
     study = optuna.create_study(sampler=sampler)
+    for params in initial:
+        study.enqueue_trial(dict(params))
     values: list[float] = []
     for _ in range(budget):
         trial = study.ask()

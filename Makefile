@@ -29,13 +29,14 @@ serve: install
 
 test: install
 	$(BIN)/ruff check hpo_service tests benchmarks migrations
+	$(BIN)/ruff format --check hpo_service tests benchmarks migrations
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check hpo_service
+	$(BIN)/ruff format --check hpo_service tests benchmarks migrations
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

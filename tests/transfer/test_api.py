@@ -160,9 +160,7 @@ def test_workers_cannot_preview(worker: HPOClient) -> None:
     assert err.value.status == 403
 
 
-def test_dashboard_study_page_shows_the_learned_region(
-    client: HPOClient, app_client, keys
-) -> None:
+def test_dashboard_study_page_shows_the_learned_region(client: HPOClient, app_client, keys) -> None:
     from tests.dashboard.conftest import login
 
     seed_family(client)

@@ -69,27 +69,18 @@ def _params(x: np.ndarray) -> dict[str, float]:
 
 
 def _task(args: tuple[str, str, int, int]) -> dict[str, Any]:
-    import warnings
-
     import bench_optimizers
-    import torch
 
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
     optimiser, design, seed, budget = args
-    problem = bench_optimizers._problems()["hartmann6"]
     initial = [_params(x) for x in initial_design(design, seed)]
-    run = bench_optimizers._run_ours if optimiser == "gp" else bench_optimizers._run_optuna
-    t0 = time.perf_counter()
-    values = run(problem, optimiser, seed, budget, initial)
-    regret = np.maximum(np.minimum.accumulate(np.array(values)) - problem.optimum, 0.0)
+    run = bench_optimizers._task(("hartmann6", optimiser, seed, budget), initial)
     return {
         "optimiser": optimiser,
         "design": design,
         "seed": seed,
-        "regret": [float(r) for r in regret],
-        "basin": basin(float(regret[-1])),
-        "seconds": time.perf_counter() - t0,
+        "regret": run["regret"],
+        "basin": basin(run["regret"][-1]),
+        "seconds": run["seconds"],
     }
 
 

@@ -274,7 +274,10 @@ def _run_optuna(
     return values
 
 
-def _task(args: tuple[str, str, int, int]) -> dict[str, Any]:
+def _task(
+    args: tuple[str, str, int, int], initial: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """One run in a pool worker; ``initial`` points, if given, start it (see ``_run_ours``)."""
     import warnings
 
     import torch
@@ -285,9 +288,9 @@ def _task(args: tuple[str, str, int, int]) -> dict[str, Any]:
     problem = _problems()[name]
     t0 = time.perf_counter()
     if method.startswith("optuna"):
-        values = _run_optuna(problem, method, seed, budget)
+        values = _run_optuna(problem, method, seed, budget, initial)
     else:
-        values = _run_ours(problem, method, seed, budget)
+        values = _run_ours(problem, method, seed, budget, initial)
     best = np.minimum.accumulate(np.array(values)) - problem.optimum
     return {
         "problem": name,

@@ -77,7 +77,12 @@ from hpo_service.engine.acqf_optim import AcqfOptions, MixedGeometry, maximize_a
 from hpo_service.engine.designer import Suggestion
 from hpo_service.engine.device import DTYPE, device, single_threaded, to_tensor
 from hpo_service.engine.encoding import FloatArray, SpaceEncoder
-from hpo_service.engine.gp_model import HyperparameterCache, default_cache, fit_gp
+from hpo_service.engine.gp_model import (
+    HyperparameterCache,
+    LengthscalePrior,
+    default_cache,
+    fit_gp,
+)
 from hpo_service.engine.random_search import SobolDesigner
 from hpo_service.engine.training_set import DEFAULT_CAP, select_training_rows
 
@@ -109,6 +114,8 @@ class GPOptions:
             incumbent) with one objective.
         mc_raw_samples: at most this many Sobol points are scored when trials are
             pending (the perturbations around the best points come on top).
+        lengthscale_prior: a prior on the lengthscales learned from earlier studies
+            (set by transfer, ``transfer/prior.py``); None keeps the cube-sized default.
     """
 
     n_initial: int | None = None
@@ -119,6 +126,7 @@ class GPOptions:
     analytic: bool = False
     baseline_cap: int = 64
     mc_raw_samples: int = 256
+    lengthscale_prior: LengthscalePrior | None = None
 
 
 def initial_design_size(n_params: int) -> int:
@@ -264,6 +272,7 @@ class GPDesigner:
             cache=self.options.cache,
             cache_key=self._cache_key(),
             n_total=len(data.y),
+            learned=self.options.lengthscale_prior,
         )
         pending_x = self._pending_x()
         # BoTorch prunes the baseline with an unseeded sampler (it draws a seed from

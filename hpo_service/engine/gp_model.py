@@ -22,6 +22,10 @@ ten times worse. Two things matter:
   then loaded into a ``SingleTaskGP`` (zero mean, ARD Matérn-5/2, ``Standardize``
   outcome transform) whose posterior BoTorch's acquisition functions use.
 
+A transferred study may replace the lengthscale term on some dimensions by a Gaussian
+learned from its earlier tasks (``LengthscalePrior``, ``fit_gp(learned=...)``); without
+one, nothing above changes.
+
 Categorical parameters enter the kernel through their one-hot columns, each with its own
 lengthscale: two different choices are at a learned, choice-specific distance, as in a
 weighted Hamming kernel, at the cost of one Matérn kernel instead of the sum-and-product
@@ -56,6 +60,7 @@ __all__ = [
     "REFIT_MIN_ROWS",
     "HyperparameterCache",
     "Hyperparameters",
+    "LengthscalePrior",
     "default_cache",
     "fit_gp",
     "fit_hyperparameters",
@@ -117,6 +122,33 @@ class Hyperparameters:
     def noise(self) -> float:
         """Noise variance on the standardised scale."""
         return MIN_NOISE + math.exp(self.log_noise)
+
+
+@dataclass(frozen=True)
+class LengthscalePrior:
+    """A Gaussian prior on chosen log inverse squared lengthscales, learned elsewhere.
+
+    Why: the cube-sized default (peaked at a lengthscale of one cube width) is right when
+    nothing is known, but a transferred study's earlier tasks already show the
+    objective's lengthscales (``transfer/prior.py``). Where ``centre`` is finite its
+    Gaussian replaces the default term of that dimension, and the MAP fit also starts
+    from the centre; NaN keeps the default. The prior does not change with the data, so
+    the target's own likelihood outweighs it as its trials accumulate.
+
+    Attributes:
+        centre: per encoded column, the prior mean of log rho (NaN: default prior).
+        sigma: per encoded column, the prior standard deviation of log rho.
+    """
+
+    centre: tuple[float, ...]
+    sigma: tuple[float, ...]
+
+    def start(self, default: Hyperparameters) -> Hyperparameters:
+        """``default`` with the finite centres as its log rho: a start for the MAP fit."""
+        rho = tuple(
+            c if math.isfinite(c) else r for c, r in zip(self.centre, default.log_rho, strict=True)
+        )
+        return Hyperparameters(rho, default.log_scale, default.log_noise)
 
 
 @dataclass(frozen=True)
@@ -194,18 +226,25 @@ def _kernel_matrix(theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return k + noise * torch.eye(x.shape[0], dtype=x.dtype, device=x.device)
 
 
-def _log_prior(theta: torch.Tensor, d: int) -> torch.Tensor:
+def _log_prior(
+    theta: torch.Tensor, d: int, learned: LengthscalePrior | None = None
+) -> torch.Tensor:
     rho = torch.exp(theta[:d])
     scale = torch.exp(theta[d])
     noise = MIN_NOISE + torch.exp(theta[d + 1])
-    return (
-        -(0.1 / rho + 0.1 * rho).sum()
-        + (torch.log(scale) - scale)
-        + (0.1 * torch.log(noise) - 30.0 * noise)
-    )
+    per_dim = -(0.1 / rho + 0.1 * rho)
+    if learned is not None:
+        centre = torch.tensor(learned.centre, dtype=theta.dtype, device=theta.device)
+        sigma = torch.tensor(learned.sigma, dtype=theta.dtype, device=theta.device)
+        known = torch.isfinite(centre)
+        gauss = -0.5 * ((theta[:d] - torch.nan_to_num(centre)) / sigma).square()
+        per_dim = torch.where(known, gauss, per_dim)
+    return per_dim.sum() + (torch.log(scale) - scale) + (0.1 * torch.log(noise) - 30.0 * noise)
 
 
-def _loss_and_grad(v: FloatArray, x: torch.Tensor, y: torch.Tensor) -> tuple[float, FloatArray]:
+def _loss_and_grad(
+    v: FloatArray, x: torch.Tensor, y: torch.Tensor, learned: LengthscalePrior | None = None
+) -> tuple[float, FloatArray]:
     """Negative log posterior (constants dropped) and its gradient in the log-parameters.
 
     The gradient of the marginal likelihood with respect to the covariance matrix is
@@ -217,6 +256,7 @@ def _loss_and_grad(v: FloatArray, x: torch.Tensor, y: torch.Tensor) -> tuple[flo
         v: ``d + 2`` log-parameters (see ``Hyperparameters.vector``).
         x: ``n x d`` training inputs in the unit cube.
         y: length-``n`` standardised training targets.
+        learned: a lengthscale prior replacing the default on some dimensions.
     """
     d = x.shape[-1]
     theta = torch.tensor(v, dtype=DTYPE, device=x.device, requires_grad=True)
@@ -230,14 +270,19 @@ def _loss_and_grad(v: FloatArray, x: torch.Tensor, y: torch.Tensor) -> tuple[flo
             alpha = torch.cholesky_solve(y.unsqueeze(-1), chol)
             dk = 0.5 * (torch.cholesky_inverse(chol) - alpha @ alpha.T)
             nll = torch.log(torch.diagonal(chol)).sum() + 0.5 * (y.unsqueeze(-1) * alpha).sum()
-        prior = _log_prior(theta, d)
+        prior = _log_prior(theta, d, learned)
         surrogate = (k * dk).sum() - prior
         (grad,) = torch.autograd.grad(surrogate, theta)
     return float(nll - prior.detach()), to_numpy(grad)
 
 
 def fit_hyperparameters(
-    x: torch.Tensor, y: torch.Tensor, start: Hyperparameters, *, gtol: float = 1e-2
+    x: torch.Tensor,
+    y: torch.Tensor,
+    start: Hyperparameters,
+    *,
+    gtol: float = 1e-2,
+    learned: LengthscalePrior | None = None,
 ) -> tuple[Hyperparameters, float]:
     """MAP hyperparameters of one output by L-BFGS-B from ``start``.
 
@@ -246,6 +291,7 @@ def fit_hyperparameters(
         y: length-``n`` standardised targets.
         start: the initial point (a warm start or ``Hyperparameters.default``).
         gtol: projected-gradient tolerance; tighter buys nothing measurable.
+        learned: a lengthscale prior replacing the default on some dimensions.
 
     Returns:
         The optimum and its loss (negative log posterior), to compare starts.
@@ -257,7 +303,7 @@ def fit_hyperparameters(
     res = minimize(
         _loss_and_grad,
         x0,
-        args=(x, y),
+        args=(x, y, learned),
         jac=True,
         method="L-BFGS-B",
         bounds=bounds,
@@ -274,16 +320,22 @@ def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
 
 
 def _fit_output(
-    x: torch.Tensor, y: torch.Tensor, warm: Hyperparameters | None, cold_too: bool
+    x: torch.Tensor,
+    y: torch.Tensor,
+    warm: Hyperparameters | None,
+    cold_too: bool,
+    learned: LengthscalePrior | None = None,
 ) -> Hyperparameters:
     d = x.shape[-1]
     starts = [Hyperparameters.default(d)] if warm is None else [warm]
     if warm is not None and cold_too:
         starts.append(Hyperparameters.default(d))
+    if learned is not None:
+        starts.append(learned.start(Hyperparameters.default(d)))
     best: tuple[Hyperparameters, float] | None = None
     for start in starts:
         try:
-            found = fit_hyperparameters(x, y, start)
+            found = fit_hyperparameters(x, y, start, learned=learned)
         except (RuntimeError, ValueError):
             continue
         if math.isfinite(found[1]) and (best is None or found[1] < best[1]):
@@ -298,6 +350,7 @@ def fit_gp(
     cache: HyperparameterCache | None = None,
     cache_key: str | None = None,
     n_total: int | None = None,
+    learned: LengthscalePrior | None = None,
 ) -> tuple[SingleTaskGP, tuple[Hyperparameters, ...]]:
     """Build a ``SingleTaskGP`` on the data with MAP hyperparameters, warm-started.
 
@@ -308,6 +361,8 @@ def fit_gp(
         cache_key: identifies the study (and which outcomes) within ``cache``.
         n_total: usable rows in the whole history (``train_x`` may be a capped subset);
             decides when a large study refits (see ``REFIT_GROWTH``).
+        learned: a lengthscale prior for every output (transfer); None, the default,
+            keeps the cube-sized prior and the fit exactly as without it.
 
     Returns:
         The model in eval mode and the per-output hyperparameters.
@@ -334,7 +389,11 @@ def fit_gp(
         cold_too = entry is not None and total >= 1.5 * entry.n
         hypers = tuple(
             _fit_output(
-                train_x, y_std[:, i], entry.hypers[i] if entry is not None else None, cold_too
+                train_x,
+                y_std[:, i],
+                entry.hypers[i] if entry is not None else None,
+                cold_too,
+                learned,
             )
             for i in range(m)
         )

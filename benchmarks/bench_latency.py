@@ -244,16 +244,29 @@ def _cell_pool(d: int, n: int, repeats: int, deadline_s: float) -> dict[str, Any
     }
 
 
-def _run_cell(args: list[str], timeout_s: float) -> dict[str, Any] | None:
+def _run_cell(
+    args: list[str],
+    timeout_s: float,
+    *,
+    script: str = __file__,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any] | None:
+    """Run ``script --cell ARGS`` in a fresh process; its last stdout line is the JSON result.
+
+    ``script`` and ``env`` let other benchmarks (``bench_device.py``) run their own cells
+    the same way, e.g. with the GPU hidden. None on a timeout or a crash.
+    """
     try:
         proc = subprocess.run(
-            [sys.executable, __file__, "--cell", *args],
+            [sys.executable, script, "--cell", *args],
             capture_output=True,
             text=True,
             timeout=timeout_s,
             check=False,
+            env=env,
         )
     except subprocess.TimeoutExpired:
+        print(f"  cell {' '.join(args)}: timed out after {timeout_s:.0f} s", flush=True)
         return None
     if proc.returncode != 0:
         print(proc.stderr[-2000:], file=sys.stderr)

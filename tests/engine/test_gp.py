@@ -23,6 +23,7 @@ from hpo_service.domain import (
     TrialState,
 )
 from hpo_service.engine.acqf_optim import AcqfOptions, MixedGeometry, maximize_acqf
+from hpo_service.engine.device import to_tensor
 from hpo_service.engine.encoding import SpaceEncoder
 from hpo_service.engine.gp import FAILED_RADIUS, GPDesigner, GPOptions, initial_design_size
 from hpo_service.engine.gp_model import (
@@ -245,7 +246,8 @@ def test_mixed_geometry_and_acquisition_optimiser_find_a_known_optimum() -> None
     geo = MixedGeometry.from_encoder(enc)
     assert geo.free.tolist() == [0]
     assert [cols.tolist() for cols, _ in geo.discrete] == [[1], [2, 3, 4]]
-    target = torch.tensor(enc.encode({"a": 0.37, "b": 4, "c": "q"}), dtype=torch.float64)
+    # On the engine's device: the optimiser hands the acquisition CUDA tensors where present.
+    target = to_tensor(enc.encode({"a": 0.37, "b": 4, "c": "q"}))
 
     def acqf(x: torch.Tensor) -> torch.Tensor:
         return -((x - target) ** 2).sum(-1).sum(-1)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hpo_service.client.training import PROXIES, run_proxy
+from hpo_service.client.training.runner import _data as runner_data
 from hpo_service.client.training.runner import build_proxy
 from hpo_service.domain.shape import ModelShape
 from hpo_service.errors import InvalidInputError, UnsupportedFeatureError
@@ -60,7 +61,35 @@ def test_every_proxy_trains_and_reports(name: str) -> None:
     assert math.isfinite(result.metrics["val_loss"])
     assert seen[-1] == 20
     assert result.cost["tokens_per_s"] > 0
-    assert result.cost["gpu_seconds"] == 0.0
+    # GPU time is charged exactly when the run used CUDA (the default where present).
+    assert (result.cost["gpu_seconds"] > 0) == torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("name", sorted(PROXIES))
+def test_every_proxy_trains_under_bf16_autocast(name: str) -> None:
+    """CUDA runs use bf16 autocast; CPU autocast gives the same mixed dtypes without a GPU.
+
+    Mixed dtypes broke the MoE proxy on an H100 (bf16 expert outputs added into a float32
+    buffer) and made the RMS gains fall off the fused kernel with a warning; both fail here.
+    """
+    param = "moe_mup" if "moe" in name else "completep"
+    config = ScaleConfig.model_validate({"parameterization": param, "proxy": SMALL[name]})
+    setup = ScaledSetup(config, config.proxy, {"lr": 3e-3})
+    torch.manual_seed(0)
+    model = build_proxy(name, setup, seq_len=16)
+    spec = PROXIES[name]
+    source, per_step = runner_data(spec, config.proxy, 16)
+    x, y = source.batches(per_step, 0)()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x)
+    loss = torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1)
+    )
+    loss.backward()
+    assert math.isfinite(float(loss.detach()))
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads
+    assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
 
 
 def test_same_seed_same_result_and_early_stop() -> None:

@@ -51,8 +51,15 @@ class Gain(nn.Module):
         self.weight = tag(nn.Parameter(torch.ones(dim)), role, block=block)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Normalise each vector to unit RMS, then scale coordinate-wise."""
-        return F.rms_norm(x, (x.shape[-1],), self.weight, eps=1e-6)
+        """Normalise each vector to unit RMS, then scale coordinate-wise.
+
+        Computed in float32 whatever the input: under CUDA's bf16 autocast the inputs
+        (queries and keys, expert outputs) arrive in bf16 while the gain is float32, and
+        ``rms_norm`` neither casts them (it is not on autocast's list) nor keeps its fused
+        kernel for mixed dtypes. A bf16 mean of squares also loses precision for nothing.
+        """
+        out = F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), eps=1e-6)
+        return out.to(x.dtype)
 
 
 class MLP(nn.Module):
@@ -136,7 +143,9 @@ class MoE(nn.Module):
             for e in torch.unique(idx[:, slot]).tolist():
                 rows = (idx[:, slot] == e).nonzero(as_tuple=True)[0]
                 h = F.gelu(flat[rows] @ self.up[e]) @ self.down[e]
-                out.index_add_(0, rows, h * top[rows, slot, None].to(h.dtype))
+                # Under bf16 autocast ``h`` is bf16 while ``out`` follows the float32
+                # residual stream: accumulate the experts' contributions in ``out``'s dtype.
+                out.index_add_(0, rows, (h * top[rows, slot, None]).to(out.dtype))
         return (out / self.active).reshape(x.shape)
 
 

@@ -116,6 +116,8 @@ class GPOptions:
             pending (the perturbations around the best points come on top).
         lengthscale_prior: a prior on the lengthscales learned from earlier studies
             (set by transfer, ``transfer/prior.py``); None keeps the cube-sized default.
+        prior_mean: a prior mean learned from earlier studies (``transfer/
+            source_mean.py``; ``x -> mean`` on the standardised scale); None: zero.
     """
 
     n_initial: int | None = None
@@ -127,6 +129,7 @@ class GPOptions:
     baseline_cap: int = 64
     mc_raw_samples: int = 256
     lengthscale_prior: LengthscalePrior | None = None
+    prior_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def initial_design_size(n_params: int) -> int:
@@ -273,6 +276,7 @@ class GPDesigner:
             cache_key=self._cache_key(),
             n_total=len(data.y),
             learned=self.options.lengthscale_prior,
+            mean=self.options.prior_mean,
         )
         pending_x = self._pending_x()
         # BoTorch prunes the baseline with an unseeded sampler (it draws a seed from

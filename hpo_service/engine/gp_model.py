@@ -23,8 +23,10 @@ ten times worse. Two things matter:
   outcome transform) whose posterior BoTorch's acquisition functions use.
 
 A transferred study may replace the lengthscale term on some dimensions by a Gaussian
-learned from its earlier tasks (``LengthscalePrior``, ``fit_gp(learned=...)``); without
-one, nothing above changes.
+learned from its earlier tasks (``LengthscalePrior``, ``fit_gp(learned=...)``) and give
+the GP a prior mean learned from them (``fit_gp(mean=...)``: fitted to the target's data
+as ``a + b * mean(x)``, the GP modelling the residual); without them, nothing above
+changes.
 
 Categorical parameters enter the kernel through their one-hot columns, each with its own
 lengthscale: two different choices are at a learned, choice-specific distance, as in a
@@ -39,6 +41,7 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,12 +52,13 @@ from botorch.models.transforms.outcome import Standardize
 from gpytorch.constraints import GreaterThan
 from gpytorch.kernels import MaternKernel, ScaleKernel
 from gpytorch.likelihoods import GaussianLikelihood
-from gpytorch.means import ZeroMean
+from gpytorch.means import Mean, ZeroMean
 from scipy.optimize import minimize
 
 from hpo_service.engine.device import DTYPE, device, to_numpy
 
 __all__ = [
+    "MEAN_FULL_WEIGHT_ROWS",
     "MIN_NOISE",
     "REFIT_GROWTH",
     "REFIT_MIN_ROWS",
@@ -83,6 +87,9 @@ _JITTER = 1e-8
 # itself is always rebuilt on the latest data). Below that, every request refits (warm).
 REFIT_MIN_ROWS = 500
 REFIT_GROWTH = 1.05
+# A transferred prior mean keeps its fitted weight up to this many rows, then fades as
+# MEAN_FULL_WEIGHT_ROWS / n: the target's own data take over the shape.
+MEAN_FULL_WEIGHT_ROWS = 20
 
 
 @dataclass(frozen=True)
@@ -343,6 +350,30 @@ def _fit_output(
     return best[0] if best is not None else Hyperparameters.default(d)
 
 
+class _AffineMean(Mean):  # type: ignore[misc]
+    """``a + b * f(x)``: a transferred mean, scaled to the target's standardised data."""
+
+    def __init__(self, f: Callable[[torch.Tensor], torch.Tensor], a: float, b: float) -> None:
+        super().__init__()
+        self.f, self.a, self.b = f, a, b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a + self.b * self.f(x)
+
+
+def _mean_weights(mv: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Least-squares ``a, b`` of ``y ~ a + b * mv`` with ``b >= 0``, faded for many rows.
+
+    A negative ``b`` would turn the sources' shape upside down: then no mean (``b = 0``).
+    """
+    m, t = to_numpy(mv), to_numpy(y)
+    n = len(t)
+    var = float(np.var(m))
+    b = float(np.mean((m - m.mean()) * (t - t.mean())) / var) if var > 1e-12 else 0.0
+    b = max(0.0, b) * min(1.0, MEAN_FULL_WEIGHT_ROWS / max(n, 1))
+    return float(t.mean() - b * m.mean()), b
+
+
 def fit_gp(
     train_x: torch.Tensor,
     train_y: torch.Tensor,
@@ -351,6 +382,7 @@ def fit_gp(
     cache_key: str | None = None,
     n_total: int | None = None,
     learned: LengthscalePrior | None = None,
+    mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[SingleTaskGP, tuple[Hyperparameters, ...]]:
     """Build a ``SingleTaskGP`` on the data with MAP hyperparameters, warm-started.
 
@@ -363,6 +395,8 @@ def fit_gp(
             decides when a large study refits (see ``REFIT_GROWTH``).
         learned: a lengthscale prior for every output (transfer); None, the default,
             keeps the cube-sized prior and the fit exactly as without it.
+        mean: a prior mean on the standardised scale (transfer; one output only),
+            fitted as ``a + b * mean(x)`` (``_mean_weights``); None: zero mean.
 
     Returns:
         The model in eval mode and the per-output hyperparameters.
@@ -371,6 +405,12 @@ def fit_gp(
     transform = Standardize(m=m)
     y_std, _ = transform(train_y)
     transform.eval()
+    offset: _AffineMean | None = None
+    if mean is not None and m == 1:
+        with torch.no_grad():
+            mv = mean(train_x)
+        offset = _AffineMean(mean, *_mean_weights(mv, y_std[:, 0]))
+        y_std = y_std - (offset.a + offset.b * mv).unsqueeze(-1)
     entry = cache.get(cache_key) if cache is not None and cache_key is not None else None
     fingerprint = _fingerprint(train_x, train_y)
     if entry is not None and (
@@ -399,7 +439,7 @@ def fit_gp(
         )
         if cache is not None and cache_key is not None:
             cache.put(cache_key, _CacheEntry(fingerprint, total, hypers))
-    return _build_model(train_x, train_y, hypers), hypers
+    return _build_model(train_x, train_y, hypers, offset), hypers
 
 
 def d_of(x: torch.Tensor) -> int:
@@ -408,7 +448,10 @@ def d_of(x: torch.Tensor) -> int:
 
 
 def _build_model(
-    train_x: torch.Tensor, train_y: torch.Tensor, hypers: tuple[Hyperparameters, ...]
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    hypers: tuple[Hyperparameters, ...],
+    mean: _AffineMean | None = None,
 ) -> SingleTaskGP:
     m = len(hypers)
     d = d_of(train_x)
@@ -420,7 +463,7 @@ def _build_model(
         train_y,
         likelihood=likelihood,
         covar_module=kernel,
-        mean_module=ZeroMean(batch_shape=batch),
+        mean_module=mean if mean is not None else ZeroMean(batch_shape=batch),
         outcome_transform=Standardize(m=m),
     ).to(train_x)
     ls = torch.tensor(np.stack([h.lengthscales for h in hypers]), dtype=DTYPE, device=device())

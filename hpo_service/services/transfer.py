@@ -37,7 +37,7 @@ from hpo_service.engine.encoding import SpaceEncoder
 from hpo_service.engine.registry import make_designer
 from hpo_service.errors import InvalidInputError, NotFoundError
 from hpo_service.services.access import require_role, visible_study
-from hpo_service.transfer.coords import with_coords
+from hpo_service.transfer.coords import FloatArray, with_coords
 from hpo_service.transfer.designer import (
     SPACE_FILLING,
     GuardOptions,
@@ -45,6 +45,7 @@ from hpo_service.transfer.designer import (
     narrowed_space,
 )
 from hpo_service.transfer.fit import FitOptions, Winners, fit_region
+from hpo_service.transfer.prior import inner_prior, source_prior
 from hpo_service.transfer.seeds import consensus_point, seed_phase_length, support_order
 from hpo_service.transfer.select import (
     SourceStudy,
@@ -193,6 +194,8 @@ def fit_in_session(
         region = result.region
         record["region"] = region.to_json()
         record["fit"] = result.notes
+        if spec.get("prior", True) is not False:
+            record["prior"] = source_prior(space, used, region, SpaceEncoder, _fit_hypers)
     record["seeds"] = _seeds(space, used, region, winners)
     record["effective_space"] = _summary(space, region, record)
     return record
@@ -292,7 +295,11 @@ def designer_for(config: StudyConfig, seed: int | None) -> Designer:
         seed,
         region=region,
         seeds=list(fitted.get("seeds") or []),
-        make_inner=make_designer if phase is None else _inner_factory(phase),
+        make_inner=(
+            make_designer
+            if phase is None
+            else _inner_factory(phase, config.space, config.transfer or {})
+        ),
         make_encoder=SpaceEncoder,
         make_suggestion=Suggestion,
         version=int(fitted.get("version", 1)),
@@ -313,19 +320,50 @@ def _seed_phase(config: StudyConfig) -> int:
     return seed_phase_length(len(config.space.names))
 
 
-def _inner_factory(initial: int) -> Callable[[StudyConfig, int | None], Designer]:
-    """``make_designer``, with a GP's initial design shortened to ``initial`` points."""
+def _inner_factory(
+    initial: int, space: SearchSpace | None = None, spec: dict[str, Any] | None = None
+) -> Callable[[StudyConfig, int | None], Designer]:
+    """``make_designer``, with a GP's initial design shortened to ``initial`` points.
+
+    With a stored source prior (``transfer/prior.py``), the GP also gets the sources'
+    lengthscale prior and mean (``transfer/source_mean.py``; the spec's ``prior_mean:
+    false`` leaves the mean out, for ablations), in the narrowed space it is built for.
+    """
+    spec = spec or {}
+    prior = (spec.get("fitted") or {}).get("prior") if space is not None else None
 
     def make(config: StudyConfig, seed: int | None) -> Designer:
         inner = make_designer(config, seed)
         if config.algorithm == "gp":
             from hpo_service.engine.gp import GPDesigner
+            from hpo_service.engine.gp_model import LengthscalePrior
+            from hpo_service.transfer.source_mean import source_mean
 
             if isinstance(inner, GPDesigner) and inner.options.n_initial is None:
                 inner.options = replace(inner.options, n_initial=initial)
+            if isinstance(inner, GPDesigner) and prior and space is not None:
+                learned = inner_prior(prior, space, config.space, SpaceEncoder)
+                if learned is not None:
+                    centre, sigma = learned
+                    inner.options = replace(
+                        inner.options,
+                        lengthscale_prior=LengthscalePrior(tuple(centre), tuple(sigma)),
+                    )
+                if spec.get("prior_mean", True) is not False:
+                    mean = source_mean(prior, space, config.space, SpaceEncoder)
+                    inner.options = replace(inner.options, prior_mean=mean)
         return inner
 
     return make
+
+
+def _fit_hypers(x: FloatArray, y: FloatArray) -> FloatArray:
+    """The engine's MAP fit of one source's rows (``transfer.prior.FitHypers``)."""
+    from hpo_service.engine.device import to_tensor
+    from hpo_service.engine.gp_model import Hyperparameters, fit_hyperparameters
+
+    found, _ = fit_hyperparameters(to_tensor(x), to_tensor(y), Hyperparameters.default(x.shape[1]))
+    return found.vector()
 
 
 def region_view(

@@ -859,8 +859,10 @@ def main() -> None:
     ap.add_argument(
         "--transfer-options",
         default="{}",
-        help="JSON merged into every transfer spec, e.g. '{\"margin\": 0.2}' or "
-        "'{\"seed_phase\": 2}' (ablations; the defaults are the service's)",
+        help="JSON merged into every transfer spec, e.g. '{\"margin\": 0.2}', "
+        "'{\"seed_phase\": 2}', '{\"prior\": false}' (no source-informed GP prior) or "
+        "'{\"prior_mean\": false}' (its lengthscales only) (ablations; the defaults are "
+        "the service's)",
     )
     ap.add_argument(
         "--only-sources",

@@ -79,10 +79,16 @@ class PriorOptions:
             correct a prior that all sources agree on.
         sigma_cap: the widest prior on log rho; wider disagreements are capped, since the
             default prior is no better informed.
+        max_rows: at most this many rows per source (the nearest to the box, best
+            first): the fit at creation, the stored record and the mean's cost per
+            acquisition evaluation stay bounded for sources with thousands of trials.
+        max_sources: at most this many sources (the first ones) enter the prior.
     """
 
     reach: float = 2.0
     min_rows: int = 8
+    max_rows: int = 64
+    max_sources: int = 16
     min_sources: int = 2
     sigma_floor: float = 0.8
     sigma_cap: float = 2.0
@@ -117,7 +123,7 @@ def source_prior(
     per_source: list[list[float]] = []
     rows: list[int] = []
     fitted: list[dict[str, Any]] = []
-    for source in sources:
+    for source in sources[: opts.max_sources]:
         u, y, present = _source_rows(target, source, region, encoder, fill)
         u, y = _near_region(u, y, opts)
         if len(y) < 3 or not present.any() or float(np.std(y)) <= 0.0:
@@ -193,12 +199,17 @@ def _source_rows(
 
 
 def _near_region(u: FloatArray, y: FloatArray, opts: PriorOptions) -> tuple[FloatArray, FloatArray]:
-    """Rows within the box grown by ``reach``, at least ``min_rows`` (nearest first)."""
+    """Rows within the box grown by ``reach``, at least ``min_rows``, at most ``max_rows``.
+
+    Nearest to the box first; among equally near rows (inside it), the given order (best
+    first) decides.
+    """
     if len(y) == 0:
         return u, y
     outside = np.maximum(np.maximum(-u, u - 1.0), 0.0).max(axis=1)
     order = np.argsort(outside, kind="stable")
     n = max(int((outside <= (opts.reach - 1.0) / 2).sum()), min(opts.min_rows, len(y)))
+    n = min(n, opts.max_rows)
     keep = np.sort(order[:n])
     return u[keep], y[keep]
 

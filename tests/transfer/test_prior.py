@@ -33,7 +33,7 @@ from hpo_service.engine.gp_model import (
 from hpo_service.services import studies, suggestions, transfer
 from hpo_service.services import trials as trial_service
 from hpo_service.transfer.designer import narrowed_space
-from hpo_service.transfer.prior import inner_frame, inner_prior, source_prior
+from hpo_service.transfer.prior import PriorOptions, inner_frame, inner_prior, source_prior
 from hpo_service.transfer.select import SourceStudy
 from hpo_service.transfer.source_mean import source_mean
 
@@ -95,6 +95,14 @@ def test_the_prior_is_centred_on_the_sources_lengthscales() -> None:
     assert ls[1] > 5 * ls[0]  # slow in y
     assert len(record["sources"]) == 5
     assert all(0 < s <= 2.0 for s in record["sigma"])
+
+
+def test_large_sources_are_capped() -> None:
+    opts = PriorOptions(max_rows=12, max_sources=3)
+    record = source_prior(SPACE, sources(n_sources=4, n=60), BOX, SpaceEncoder, fit, opts)
+    assert record is not None
+    assert record["rows"] == [12, 12, 12]
+    assert [len(s["y"]) for s in record["sources"]] == [12, 12, 12]
 
 
 def test_too_few_sources_give_no_prior() -> None:

@@ -139,7 +139,9 @@ def create_study(
             )
             if fitted is not None:
                 row.transfer = {**new.transfer, "fitted": fitted}
-                row.effective_space = fitted
+                # The column is the queryable copy of what the study shows; the source
+                # prior's rows (tens of KB, read only by the designer) stay in ``transfer``.
+                row.effective_space = {k: v for k, v in fitted.items() if k != "prior"}
         StudyRepository(session).add(row)
         return to_study(row)
 

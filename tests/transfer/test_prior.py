@@ -10,6 +10,7 @@ import torch
 
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
+from hpo_service.db.models import StudyRow
 from hpo_service.domain import (
     Objective,
     Principal,
@@ -244,6 +245,14 @@ def test_through_the_service_the_prior_is_stored_and_reproducible(db: Database) 
     ]
     assert stored[0] is not None
     assert stored[0] == stored[1]
+    # The queryable effective_space column keeps the summary, not the sources' rows.
+    with db.read() as session:
+        column = session.get(StudyRow, first).effective_space
+    assert column is not None
+    assert "prior" not in column
+    assert column["effective_space"] == transfer.effective_space(
+        studies.get_study(db, PRINCIPAL, first).config
+    )
     assert _drive(db, first, 7) == _drive(db, second, 7)
     off = studies.get_study(db, PRINCIPAL, _target(db, ids, 7, prior=False))
     assert "prior" not in off.config.transfer["fitted"]

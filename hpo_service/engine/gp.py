@@ -116,8 +116,9 @@ class GPOptions:
             pending (the perturbations around the best points come on top).
         lengthscale_prior: a prior on the lengthscales learned from earlier studies
             (set by transfer, ``transfer/prior.py``); None keeps the cube-sized default.
-        prior_mean: a prior mean learned from earlier studies (``transfer/
-            source_mean.py``; ``x -> mean`` on the standardised scale); None: zero.
+        prior_mean: a prior mean learned from earlier studies (the sources' GPs of
+            ``transfer/source_mean.py`` as ``gp_model.AveragedPosteriorMean``; ``x ->
+            mean`` on the standardised scale); None: zero.
     """
 
     n_initial: int | None = None

@@ -62,6 +62,7 @@ __all__ = [
     "MIN_NOISE",
     "REFIT_GROWTH",
     "REFIT_MIN_ROWS",
+    "AveragedPosteriorMean",
     "HyperparameterCache",
     "Hyperparameters",
     "LengthscalePrior",
@@ -348,6 +349,65 @@ def _fit_output(
         if math.isfinite(found[1]) and (best is None or found[1] < best[1]):
             best = found
     return best[0] if best is not None else Hyperparameters.default(d)
+
+
+class AveragedPosteriorMean:
+    """``x (..., n, dim) -> (..., n)``: the average of fixed GPs' posterior means.
+
+    Why here: a transferred study's prior mean is the average of its sources' GP
+    posterior means (``transfer/source_mean.py`` puts their rows and hyperparameters in
+    the inner designer's coordinates). That is this module's kernel and training
+    covariance, so it is computed with them rather than with a second copy in the
+    transfer layer. The weights ``scale * (K + noise I)^-1 y`` and the scaled points are
+    computed once; the acquisition optimiser calls the mean thousands of times per
+    request, so each call only evaluates cross-covariances, on ``x``'s device and dtype
+    (tensors are moved there once per device).
+
+    Args:
+        columns: the columns of ``x`` the fitted GPs' inputs correspond to.
+        fits: per GP, its ``m x len(columns)`` inputs, its ``m`` (standardised) targets
+            and its hyperparameters as ``Hyperparameters.vector`` (log rho per column,
+            log output scale, log noise).
+    """
+
+    def __init__(
+        self,
+        columns: list[int],
+        fits: list[tuple[FloatArray, FloatArray, FloatArray]],
+    ) -> None:
+        self.columns = columns
+        self._parts: list[tuple[torch.Tensor, ...]] = []
+        for x, y, vector in fits:
+            theta = torch.as_tensor(vector, dtype=DTYPE)
+            xt = torch.as_tensor(x, dtype=DTYPE)
+            alpha = torch.linalg.solve(
+                _kernel_matrix(theta, xt), torch.as_tensor(y, dtype=DTYPE)
+            ) * torch.exp(theta[-2])
+            inv = torch.exp(0.5 * theta[: xt.shape[-1]])
+            points = xt * inv
+            self._parts.append((points, points.square().sum(-1), alpha, inv))
+        self._moved: dict[tuple[torch.device, torch.dtype], list[tuple[torch.Tensor, ...]]] = {}
+
+    def _on(self, x: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        key = (x.device, x.dtype)
+        if key not in self._moved:
+            self._moved[key] = [
+                tuple(t.to(device=x.device, dtype=x.dtype) for t in part) for part in self._parts
+            ]
+        return self._moved[key]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean at ``x`` (differentiable)."""
+        xs = x[..., self.columns]
+        total = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
+        parts = self._on(x)
+        for points, sq, alpha, inv in parts:
+            z = xs * inv
+            sqdist = (
+                z.square().sum(-1, keepdim=True) + sq - 2.0 * z @ points.transpose(-1, -2)
+            ).clamp_min(0.0)
+            total = total + _matern52(sqdist) @ alpha
+        return total / len(parts)
 
 
 class _AffineMean(Mean):  # type: ignore[misc]

@@ -336,8 +336,8 @@ def _inner_factory(
         inner = make_designer(config, seed)
         if config.algorithm == "gp":
             from hpo_service.engine.gp import GPDesigner
-            from hpo_service.engine.gp_model import LengthscalePrior
-            from hpo_service.transfer.source_mean import source_mean
+            from hpo_service.engine.gp_model import AveragedPosteriorMean, LengthscalePrior
+            from hpo_service.transfer.source_mean import source_gps
 
             if isinstance(inner, GPDesigner) and inner.options.n_initial is None:
                 inner.options = replace(inner.options, n_initial=initial)
@@ -350,7 +350,8 @@ def _inner_factory(
                         lengthscale_prior=LengthscalePrior(tuple(centre), tuple(sigma)),
                     )
                 if spec.get("prior_mean", True) is not False:
-                    mean = source_mean(prior, space, config.space, SpaceEncoder)
+                    gps = source_gps(prior, space, config.space, SpaceEncoder)
+                    mean = AveragedPosteriorMean(*gps) if gps is not None else None
                     inner.options = replace(inner.options, prior_mean=mean)
         return inner
 

@@ -111,7 +111,7 @@ def source_prior(
         each fit used, the box the rows are expressed in (cube units), and per source
         its rows (box units, standardised values to maximise) with its fitted hyperparameters (box
         units; absent coordinates get the longest lengthscale), from which
-        ``source_mean`` rebuilds the sources' posterior means.
+        ``source_mean.source_gps`` rebuilds the sources' GPs for their posterior means.
     """
     opts = options or PriorOptions()
     flat = unconditional(target)

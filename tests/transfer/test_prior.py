@@ -25,6 +25,7 @@ from hpo_service.engine.device import to_tensor
 from hpo_service.engine.encoding import SpaceEncoder
 from hpo_service.engine.gp import GPDesigner
 from hpo_service.engine.gp_model import (
+    AveragedPosteriorMean,
     Hyperparameters,
     LengthscalePrior,
     _mean_weights,
@@ -36,7 +37,7 @@ from hpo_service.services import trials as trial_service
 from hpo_service.transfer.designer import narrowed_space
 from hpo_service.transfer.prior import PriorOptions, inner_frame, inner_prior, source_prior
 from hpo_service.transfer.select import SourceStudy
-from hpo_service.transfer.source_mean import source_mean
+from hpo_service.transfer.source_mean import source_gps
 
 SPACE = SearchSpace.model_validate(
     {
@@ -152,8 +153,9 @@ def test_the_source_mean_is_high_where_the_sources_are_good() -> None:
     record = source_prior(SPACE, sources(), BOX, SpaceEncoder, fit)
     assert record is not None
     inner = narrowed_space(SPACE, BOX, SpaceEncoder)
-    mean = source_mean(record, SPACE, inner, SpaceEncoder)
-    assert mean is not None
+    gps = source_gps(record, SPACE, inner, SpaceEncoder)
+    assert gps is not None
+    mean = AveragedPosteriorMean(*gps)
     enc = SpaceEncoder(inner)
     # wiggly is lowest at x = 0.15 (+ shift) and highest at x = 0.05 (+ shift)
     good = to_tensor(enc.encode({"x": 0.17, "y": 0.5}))

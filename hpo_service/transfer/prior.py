@@ -124,8 +124,8 @@ def source_prior(
     rows: list[int] = []
     fitted: list[dict[str, Any]] = []
     for source in sources[: opts.max_sources]:
-        u, y, present = _source_rows(target, source, region, encoder, fill)
-        u, y = _near_region(u, y, opts)
+        z, y, present = _source_rows(target, source, region, encoder, fill)
+        u, y = _near_region((z - lo) / width, y, opts)
         if len(y) < 3 or not present.any() or float(np.std(y)) <= 0.0:
             continue
         y = (y - y.mean()) / y.std()
@@ -178,9 +178,7 @@ def _source_rows(
     encoder: Any,
     fill: Params,
 ) -> tuple[FloatArray, FloatArray, np.ndarray]:
-    """A source's completed trials in box units, its values to minimise, present columns."""
-    lo, hi = np.asarray(region.lower), np.asarray(region.upper)
-    width = np.maximum(hi - lo, 1e-9)
+    """A source's completed trials in region coordinates, values to minimise, present columns."""
     names = list(region.names)
     present = np.array([n in source.space.names for n in names], dtype=bool)
     zs, ys = [], []
@@ -194,8 +192,7 @@ def _source_rows(
         ys.append(sign * value)
     if not zs:
         return np.zeros((0, len(names))), np.zeros(0), present
-    z = fill_inactive(np.vstack(zs), region)
-    return (z - lo) / width, np.asarray(ys, dtype=np.float64), present
+    return fill_inactive(np.vstack(zs), region), np.asarray(ys, dtype=np.float64), present
 
 
 def _near_region(u: FloatArray, y: FloatArray, opts: PriorOptions) -> tuple[FloatArray, FloatArray]:

@@ -28,6 +28,7 @@ from hpo_service.domain.region import Box, Ellipsoid
 __all__ = [
     "CubeEncoder",
     "EncoderFactory",
+    "any_assignment",
     "numeric_names",
     "region_coords",
     "unconditional",
@@ -145,8 +146,12 @@ def grid_step(space: SearchSpace, name: str, encoder: CubeEncoder) -> float:
     return 0.0
 
 
-def _with(space: SearchSpace, name: str, value: float | int) -> Params:
-    """Some valid assignment of ``space`` with ``name`` set to ``value`` (others anyhow)."""
+def any_assignment(space: SearchSpace) -> Params:
+    """Some valid assignment of ``space``: first choices, first values, lower bounds.
+
+    Used where only the encoding of *some* point matters (a column's position, a region's
+    fill), so which valid point it is does not.
+    """
     out: Params = {}
     for p in space.parameters:
         if isinstance(p, CategoricalParameter):
@@ -155,8 +160,12 @@ def _with(space: SearchSpace, name: str, value: float | int) -> Params:
             out[p.name] = p.values[0]
         else:
             out[p.name] = p.low
-    out[name] = value
     return out
+
+
+def _with(space: SearchSpace, name: str, value: float | int) -> Params:
+    """``any_assignment`` of ``space`` with ``name`` set to ``value``."""
+    return {**any_assignment(space), name: value}
 
 
 def is_finite(value: object) -> bool:

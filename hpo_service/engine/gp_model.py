@@ -25,9 +25,8 @@ ten times worse. Two things matter:
 A transferred study may replace the lengthscale term on some dimensions by a Gaussian
 learned from its earlier tasks (``LengthscalePrior``, ``fit_gp(learned=...)``) and give
 the GP a prior mean learned from them (``fit_gp(mean=...)``: fitted to the target's data
-as ``a + b * mean(x)``, the GP modelling the residual, with ``b``'s prior centred on the
-weight the sources' spread predicts, ``fit_gp(mean_scale=...)``); without them, nothing
-above changes.
+as ``a + b * mean(x)``, the GP modelling the residual); without them, nothing above
+changes.
 
 Categorical parameters enter the kernel through their one-hot columns, each with its own
 lengthscale: two different choices are at a learned, choice-specific distance, as in a
@@ -60,7 +59,6 @@ from hpo_service.engine.device import DTYPE, device, to_numpy
 
 __all__ = [
     "MEAN_FULL_WEIGHT_ROWS",
-    "MEAN_PRIOR_SPREAD",
     "MIN_NOISE",
     "REFIT_GROWTH",
     "REFIT_MIN_ROWS",
@@ -93,9 +91,6 @@ REFIT_GROWTH = 1.05
 # A transferred prior mean keeps its fitted weight up to this many rows, then fades as
 # MEAN_FULL_WEIGHT_ROWS / n: the target's own data take over the shape.
 MEAN_FULL_WEIGHT_ROWS = 20
-# The prior on a transferred mean's weight b: centred on what the sources predict, with
-# this standard deviation as a share of it (``_mean_weights``).
-MEAN_PRIOR_SPREAD = 0.5
 
 
 @dataclass(frozen=True)
@@ -426,31 +421,15 @@ class _AffineMean(Mean):  # type: ignore[misc]
         return self.a + self.b * self.f(x)
 
 
-def _mean_weights(
-    mv: torch.Tensor, y: torch.Tensor, b0: float | None = None
-) -> tuple[float, float]:
-    """``a, b`` of ``y ~ a + b * mv`` with ``b >= 0``, faded for many rows.
+def _mean_weights(mv: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Least-squares ``a, b`` of ``y ~ a + b * mv`` with ``b >= 0``, faded for many rows.
 
-    Without ``b0``: least squares. With ``b0`` (the weight the sources predict, see
-    ``fit_gp``'s ``mean_scale``): the posterior mean of ``b`` under a prior
-    ``N(b0, (MEAN_PRIOR_SPREAD * b0)^2)`` and unit residual variance. Why: right after
-    the seeds the target's few points sit close together near the sources' optimum,
-    where the mean barely varies, so least squares cannot see its shape and returns a
-    ``b`` near 0; the GP then ignores what every source says about the rest of the region
-    and spends proposals on its corners (Hartmann-3: a corner at 86% regret after four
-    seeds within 2-13%). The prior keeps the sources' shape until the target's data
-    disagree with it. A negative ``b`` would turn the sources' shape upside down: then
-    no mean (``b = 0``).
+    A negative ``b`` would turn the sources' shape upside down: then no mean (``b = 0``).
     """
     m, t = to_numpy(mv), to_numpy(y)
     n = len(t)
-    mc, tc = m - m.mean(), t - t.mean()
-    s_mm, s_mt = float(np.sum(mc * mc)), float(np.sum(mc * tc))
-    if b0 is not None and b0 > 0 and math.isfinite(b0):
-        lam = 1.0 / (MEAN_PRIOR_SPREAD * b0) ** 2
-        b = (s_mt + lam * b0) / (s_mm + lam)
-    else:
-        b = s_mt / s_mm if s_mm > 1e-12 * n else 0.0
+    var = float(np.var(m))
+    b = float(np.mean((m - m.mean()) * (t - t.mean())) / var) if var > 1e-12 else 0.0
     b = max(0.0, b) * min(1.0, MEAN_FULL_WEIGHT_ROWS / max(n, 1))
     return float(t.mean() - b * m.mean()), b
 
@@ -464,7 +443,6 @@ def fit_gp(
     n_total: int | None = None,
     learned: LengthscalePrior | None = None,
     mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    mean_scale: float | None = None,
 ) -> tuple[SingleTaskGP, tuple[Hyperparameters, ...]]:
     """Build a ``SingleTaskGP`` on the data with MAP hyperparameters, warm-started.
 
@@ -479,9 +457,6 @@ def fit_gp(
             keeps the cube-sized prior and the fit exactly as without it.
         mean: a prior mean on the standardised scale (transfer; one output only),
             fitted as ``a + b * mean(x)`` (``_mean_weights``); None: zero mean.
-        mean_scale: the spread ``mean`` was standardised with, in ``train_y``'s units
-            (the sources' ``y_scale``). Its ratio to the target's spread is the weight
-            ``b`` the sources predict, the centre of ``b``'s prior; None: least squares.
 
     Returns:
         The model in eval mode and the per-output hyperparameters.
@@ -494,10 +469,7 @@ def fit_gp(
     if mean is not None and m == 1:
         with torch.no_grad():
             mv = mean(train_x)
-        b0 = None
-        if mean_scale is not None:
-            b0 = float(mean_scale) / float(transform.stdvs.reshape(-1)[0])
-        offset = _AffineMean(mean, *_mean_weights(mv, y_std[:, 0], b0))
+        offset = _AffineMean(mean, *_mean_weights(mv, y_std[:, 0]))
         y_std = y_std - (offset.a + offset.b * mv).unsqueeze(-1)
     entry = cache.get(cache_key) if cache is not None and cache_key is not None else None
     fingerprint = _fingerprint(train_x, train_y)

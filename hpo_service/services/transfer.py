@@ -337,7 +337,7 @@ def _inner_factory(
         if config.algorithm == "gp":
             from hpo_service.engine.gp import GPDesigner
             from hpo_service.engine.gp_model import AveragedPosteriorMean, LengthscalePrior
-            from hpo_service.transfer.source_mean import source_gps, source_scale
+            from hpo_service.transfer.source_mean import source_gps
 
             if isinstance(inner, GPDesigner) and inner.options.n_initial is None:
                 inner.options = replace(inner.options, n_initial=initial)
@@ -352,11 +352,7 @@ def _inner_factory(
                 if spec.get("prior_mean", True) is not False:
                     gps = source_gps(prior, space, config.space, SpaceEncoder)
                     mean = AveragedPosteriorMean(*gps) if gps is not None else None
-                    inner.options = replace(
-                        inner.options,
-                        prior_mean=mean,
-                        prior_mean_scale=source_scale(prior) if mean is not None else None,
-                    )
+                    inner.options = replace(inner.options, prior_mean=mean)
         return inner
 
     return make

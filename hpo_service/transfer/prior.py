@@ -110,8 +110,7 @@ def source_prior(
         cube units per name, every source's fitted log rho (cube units), how many rows
         each fit used, the box the rows are expressed in (cube units), and per source
         its rows (box units, standardised values to maximise) with its fitted hyperparameters (box
-        units; absent coordinates get the longest lengthscale) and the standard deviation
-        its values were divided by (``y_scale``, the objective's units), from which
+        units; absent coordinates get the longest lengthscale), from which
         ``source_mean.source_gps`` rebuilds the sources' GPs for their posterior means.
     """
     opts = options or PriorOptions()
@@ -129,8 +128,7 @@ def source_prior(
         u, y = _near_region((z - lo) / width, y, opts)
         if len(y) < 3 or not present.any() or float(np.std(y)) <= 0.0:
             continue
-        y_scale = float(y.std())
-        y = (y - y.mean()) / y_scale
+        y = (y - y.mean()) / y.std()
         hypers = fit(u[:, present], y)
         log_rho = np.full(len(names), np.nan)
         log_rho[present] = hypers[:-2]
@@ -145,8 +143,6 @@ def source_prior(
                 "log_rho": np.where(present, log_rho, -_LOG_RHO_LIMIT).tolist(),
                 "log_scale": float(hypers[-2]),
                 "log_noise": float(hypers[-1]),
-                # the objective's spread near the region, in its own units
-                "y_scale": y_scale,
             }
         )
     if len(per_source) < opts.min_sources:

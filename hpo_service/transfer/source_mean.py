@@ -7,11 +7,8 @@ where it is most uncertain, although every source shows that the corners are poo
 average of the sources' standardised posterior means (HyperBO's learned mean, RGPE's
 mean transfer) is that knowledge; the engine evaluates it
 (``engine.gp_model.AveragedPosteriorMean``, with its own kernel), fits it to the
-target's data as ``a + b * mean(x)`` (``b >= 0``, its weight shrinking once the target
-has many points) and models only the residual with its own GP. ``b`` is not least
-squares alone: the sources' spread in the objective's units (``source_scale``) over the
-target's predicts it, and that prediction is its prior, because the target's first few
-points sit too close together for least squares to see the mean's shape.
+target's data as ``a + b * mean(x)`` (least squares, ``b >= 0``, its weight shrinking once
+the target has many points) and models only the residual with its own GP.
 
 Built per request from the prior stored with the study (``prior.source_prior`` keeps
 every source's rows near the region, standardised, and its fitted hyperparameters), in
@@ -29,7 +26,7 @@ from hpo_service.domain import SearchSpace
 from hpo_service.transfer.coords import EncoderFactory, FloatArray
 from hpo_service.transfer.prior import inner_frame
 
-__all__ = ["SourceGPs", "source_gps", "source_scale"]
+__all__ = ["SourceGPs", "source_gps"]
 
 SourceGPs = tuple[list[int], list[tuple[FloatArray, FloatArray, FloatArray]]]
 """The inner encoded columns the sources cover, and per source its rows in those columns,
@@ -65,18 +62,3 @@ def source_gps(
         vector = np.array([*rho_inner, src["log_scale"], src["log_noise"]], dtype=np.float64)
         fits.append((x_inner, np.asarray(src["y"], dtype=np.float64), vector))
     return [frame.column[names[j]] for j in keep], fits
-
-
-def source_scale(record: dict[str, Any]) -> float | None:
-    """The sources' median spread near the region, in the objective's units, or None.
-
-    The mean is an average of *standardised* posterior means; this number converts it back
-    to the objective's units, so the engine can tell what weight ``b`` the sources predict
-    for the target's data (``gp_model._mean_weights``). None for a prior stored before it
-    was recorded, or when a spread is not positive: then the weight is fitted from the
-    target's data alone.
-    """
-    scales = [src.get("y_scale") for src in record.get("sources") or []]
-    if not scales or any(not isinstance(v, int | float) or not v > 0 for v in scales):
-        return None
-    return float(np.median(np.asarray(scales, dtype=np.float64)))

@@ -25,7 +25,6 @@ from hpo_service.engine.device import to_tensor
 from hpo_service.engine.encoding import SpaceEncoder
 from hpo_service.engine.gp import GPDesigner
 from hpo_service.engine.gp_model import (
-    MEAN_PRIOR_SPREAD,
     AveragedPosteriorMean,
     Hyperparameters,
     LengthscalePrior,
@@ -38,7 +37,7 @@ from hpo_service.services import trials as trial_service
 from hpo_service.transfer.designer import narrowed_space
 from hpo_service.transfer.prior import PriorOptions, inner_frame, inner_prior, source_prior
 from hpo_service.transfer.select import SourceStudy
-from hpo_service.transfer.source_mean import source_gps, source_scale
+from hpo_service.transfer.source_mean import source_gps
 
 SPACE = SearchSpace.model_validate(
     {
@@ -227,58 +226,6 @@ def _drive(db: Database, study_id: str, n: int) -> list[dict]:
         )
         out.append(t.params)
     return out
-
-
-def test_the_sources_predicted_weight_holds_when_the_targets_points_cannot_see_the_shape() -> None:
-    # Points bunched where the mean barely varies, their values mostly noise: least squares
-    # finds almost no weight; the prior centred on b0 keeps most of the sources' shape.
-    mv = torch.tensor([0.30, 0.32, 0.31, 0.29, 0.33], dtype=torch.float64)
-    t = torch.tensor([0.5, -1.2, 1.4, -0.3, -0.4], dtype=torch.float64)
-    _, plain = _mean_weights(mv, t)
-    assert plain < 10.0  # noise, not a shape: a weight of ~-1 clipped to 0 here
-    _, held = _mean_weights(mv, t, b0=4.0)
-    assert held > 3.0
-    # Many informative rows override the prior: it pulls only as far as they allow.
-    spread = torch.linspace(-2, 2, 20, dtype=torch.float64)
-    _, learned = _mean_weights(spread, 0.5 * spread, b0=4.0)
-    lam = 1.0 / (MEAN_PRIOR_SPREAD * 4.0) ** 2
-    s_mm = float(((spread - spread.mean()) ** 2).sum())
-    assert learned == pytest.approx((0.5 * s_mm + lam * 4.0) / (s_mm + lam))
-    assert learned < 0.6
-    # A useless b0 (not finite, not positive) leaves least squares.
-    for bad in (math.inf, 0.0, -1.0, math.nan):
-        assert _mean_weights(mv, t, b0=bad) == _mean_weights(mv, t)
-
-
-def test_the_prior_records_the_sources_spread_and_old_records_have_none() -> None:
-    record = source_prior(SPACE, sources(), BOX, SpaceEncoder, fit)
-    assert record is not None
-    scales = [src["y_scale"] for src in record["sources"]]
-    assert all(v > 0 for v in scales)
-    assert source_scale(record) == pytest.approx(float(np.median(scales)))
-    old = {
-        **record,
-        "sources": [{k: v for k, v in src.items() if k != "y_scale"} for src in record["sources"]],
-    }
-    assert source_scale(old) is None
-    assert source_scale({"sources": []}) is None
-
-
-def test_fit_gp_centres_the_weight_on_the_sources_spread_over_the_targets() -> None:
-    # The sources' spread is 3x the target's: b0 = 3, and with points that do not
-    # show the mean's shape the fitted weight stays near it instead of near 0.
-    x = to_tensor([[0.50, 0.50], [0.52, 0.49], [0.49, 0.51], [0.51, 0.52]])
-    # lowest where the mean is highest: least squares would turn the shape over (b = 0)
-    y = to_tensor([[-0.2], [0.15], [-0.1], [0.2]])
-
-    def mean(z: torch.Tensor) -> torch.Tensor:
-        return -((z - 0.5) ** 2).sum(-1) * 10.0
-
-    model, _ = fit_gp(x, y, cache=None, mean=mean, mean_scale=3.0 * float(y.std()))
-    affine = model.mean_module
-    assert affine.b == pytest.approx(3.0, rel=0.35)
-    plain, _ = fit_gp(x, y, cache=None, mean=mean)
-    assert plain.mean_module.b == 0.0
 
 
 def test_through_the_service_the_prior_is_stored_and_reproducible(db: Database) -> None:

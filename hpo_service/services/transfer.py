@@ -45,7 +45,7 @@ from hpo_service.transfer.designer import (
     narrowed_space,
 )
 from hpo_service.transfer.fit import FitOptions, Winners, fit_region
-from hpo_service.transfer.prior import inner_prior, source_prior
+from hpo_service.transfer.prior import inner_frame, inner_prior, source_prior
 from hpo_service.transfer.seeds import consensus_point, seed_phase_length, support_order
 from hpo_service.transfer.select import (
     SourceStudy,
@@ -342,7 +342,8 @@ def _inner_factory(
             if isinstance(inner, GPDesigner) and inner.options.n_initial is None:
                 inner.options = replace(inner.options, n_initial=initial)
             if isinstance(inner, GPDesigner) and prior and space is not None:
-                learned = inner_prior(prior, space, config.space, SpaceEncoder)
+                frame = inner_frame(prior["names"], space, config.space, SpaceEncoder)
+                learned = inner_prior(prior, frame)
                 if learned is not None:
                     centre, sigma = learned
                     inner.options = replace(
@@ -350,7 +351,7 @@ def _inner_factory(
                         lengthscale_prior=LengthscalePrior(tuple(centre), tuple(sigma)),
                     )
                 if spec.get("prior_mean", True) is not False:
-                    gps = source_gps(prior, space, config.space, SpaceEncoder)
+                    gps = source_gps(prior, frame)
                     mean = AveragedPosteriorMean(*gps) if gps is not None else None
                     inner.options = replace(inner.options, prior_mean=mean)
         return inner

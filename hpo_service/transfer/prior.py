@@ -264,24 +264,19 @@ def inner_frame(
 
 
 def inner_prior(
-    record: dict[str, Any],
-    space: SearchSpace,
-    inner_space: SearchSpace,
-    make_encoder: EncoderFactory,
+    record: dict[str, Any], frame: InnerFrame
 ) -> tuple[list[float], list[float]] | None:
     """The stored prior in the inner designer's encoded columns (NaN: no prior there).
 
     Args:
         record: what ``source_prior`` returned (stored with the study).
-        space: the study's full space.
-        inner_space: the narrowed space the inner designer is built for.
-        make_encoder: the engine's encoder class.
+        frame: ``inner_frame`` of the record's names for the narrowed space the inner
+            designer is built for (shared with ``source_mean.source_gps``).
 
     Returns:
-        per encoded column of ``inner_space``, the centre and width on log rho; None when
-        no column has a prior.
+        per encoded column of the narrowed space, the centre and width on log rho; None
+        when no column has a prior.
     """
-    frame = inner_frame(record["names"], space, inner_space, make_encoder)
     centre = [math.nan] * frame.dim
     sigma = [math.nan] * frame.dim
     found = False

@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from hpo_service.domain import SearchSpace
-from hpo_service.transfer.coords import EncoderFactory, FloatArray
-from hpo_service.transfer.prior import inner_frame
+from hpo_service.transfer.coords import FloatArray
+from hpo_service.transfer.prior import InnerFrame
 
 __all__ = ["SourceGPs", "source_gps"]
 
@@ -34,16 +33,14 @@ its standardised values (to maximise) and its hyperparameters as the engine's
 ``Hyperparameters.vector`` in inner units: what ``AveragedPosteriorMean`` takes."""
 
 
-def source_gps(
-    record: dict[str, Any],
-    space: SearchSpace,
-    inner_space: SearchSpace,
-    make_encoder: EncoderFactory,
-) -> SourceGPs | None:
-    """The stored sources' GPs in the inner designer's columns; None without any."""
+def source_gps(record: dict[str, Any], frame: InnerFrame) -> SourceGPs | None:
+    """The stored sources' GPs in the inner designer's columns; None without any.
+
+    ``frame`` is ``prior.inner_frame`` of the record's names for the narrowed space the
+    inner designer is built for (shared with ``prior.inner_prior``).
+    """
     sources = record.get("sources") or []
     names = list(record["names"])
-    frame = inner_frame(names, space, inner_space, make_encoder)
     keep = [j for j, n in enumerate(names) if n in frame.column]
     if not sources or not keep:
         return None

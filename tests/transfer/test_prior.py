@@ -26,14 +26,13 @@ from hpo_service.engine.encoding import SpaceEncoder
 from hpo_service.engine.gp import GPDesigner
 from hpo_service.engine.gp_model import (
     AveragedPosteriorMean,
-    Hyperparameters,
     LengthscalePrior,
     _mean_weights,
     fit_gp,
-    fit_hyperparameters,
 )
 from hpo_service.services import studies, suggestions, transfer
 from hpo_service.services import trials as trial_service
+from hpo_service.services.transfer import _fit_hypers as fit
 from hpo_service.transfer.designer import narrowed_space
 from hpo_service.transfer.prior import PriorOptions, inner_frame, inner_prior, source_prior
 from hpo_service.transfer.select import SourceStudy
@@ -61,11 +60,6 @@ PRINCIPAL = Principal(key_id="t", role=Role.ADMIN, tenant="t")
 def wiggly(p: dict, shift: float) -> float:
     """Fast in x (period 0.2), slow in y: a short lengthscale in x, a long one in y."""
     return math.sin(2 * math.pi * (p["x"] - shift) / 0.2) + 0.3 * (p["y"] - 0.5) ** 2
-
-
-def fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    found, _ = fit_hyperparameters(to_tensor(x), to_tensor(y), Hyperparameters.default(x.shape[1]))
-    return found.vector()
 
 
 def sources(n_sources: int = 5, n: int = 40) -> list[SourceStudy]:
@@ -114,7 +108,7 @@ def test_too_few_sources_give_no_prior() -> None:
 def test_the_inner_prior_follows_the_narrowed_width() -> None:
     record = {"names": ["x", "y"], "log_rho": [2.0, -1.0], "sigma": [0.8, 0.8]}
     inner = narrowed_space(SPACE, BOX, SpaceEncoder)  # x in [0, 0.5]
-    got = inner_prior(record, SPACE, inner, SpaceEncoder)
+    got = inner_prior(record, inner_frame(record["names"], SPACE, inner, SpaceEncoder))
     assert got is not None
     centre, sigma = got
     # a lengthscale of l cube units is 2 l units of a half-width space: rho / 4
@@ -153,7 +147,7 @@ def test_the_source_mean_is_high_where_the_sources_are_good() -> None:
     record = source_prior(SPACE, sources(), BOX, SpaceEncoder, fit)
     assert record is not None
     inner = narrowed_space(SPACE, BOX, SpaceEncoder)
-    gps = source_gps(record, SPACE, inner, SpaceEncoder)
+    gps = source_gps(record, inner_frame(record["names"], SPACE, inner, SpaceEncoder))
     assert gps is not None
     mean = AveragedPosteriorMean(*gps)
     enc = SpaceEncoder(inner)

@@ -1,7 +1,7 @@
 """CUDA against the CPU, in the same run, on the two paths that do numerical work.
 
 The engine and the proxy trainers pick CUDA when the process sees a GPU and the CPU
-otherwise (``engine/device.py``, ``client/training/runner.py``). CI has no GPU, so this
+otherwise (``engine/device.py``, ``proxies/runner.py``). CI has no GPU, so this
 benchmark is where the CUDA paths are exercised and compared with the CPU on the same
 machine. Every cell runs in its own subprocess; the CPU arm hides the GPU with
 ``CUDA_VISIBLE_DEVICES=""`` so the code under test makes its own device choice, exactly as
@@ -53,7 +53,7 @@ def _cell_gp(n: int, repeats: int) -> dict[str, Any]:
 def _cell_proxy(name: str, shape: str, steps: int) -> dict[str, Any]:
     import torch
 
-    from hpo_service.client.training.runner import PROXIES, default_shape, run_proxy
+    from hpo_service.proxies.runner import PROXIES, default_shape, run_proxy
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     proxy_shape = default_shape(name, torch.device(shape))

@@ -83,7 +83,7 @@ REAL_START = {
 def real_mlp(params: dict[str, Any]) -> float | None:
     import torch
 
-    from hpo_service.client.training import run_proxy
+    from hpo_service.proxies import run_proxy
 
     torch.set_num_threads(1)
     scale = {

@@ -127,7 +127,7 @@ def _scale_config(job: Job, opts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 def _run(args: tuple[Job, dict[str, Any]]) -> tuple[Job, float, float]:
     import torch
 
-    from hpo_service.client.training import run_proxy
+    from hpo_service.proxies import run_proxy
 
     torch.set_num_threads(1)
     job, opts = args
@@ -627,12 +627,12 @@ def tune(opts: dict[str, Any], budgets: tuple[int, int], seed: int = 0) -> dict[
 
     from hpo_service.api.app import create_app
     from hpo_service.client import HPOClient
-    from hpo_service.client.training import run_proxy
     from hpo_service.config import Settings
     from hpo_service.db.base import utcnow
     from hpo_service.db.database import Database
     from hpo_service.db.migrate import upgrade_to_head
     from hpo_service.domain import Role
+    from hpo_service.proxies import run_proxy
     from hpo_service.services import api_keys
 
     torch.set_num_threads(1)

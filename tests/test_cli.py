@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from hpo_service.cli import main
+from hpo_service.cli.main import main
 from tests.builders import study
 from tests.local_server import free_port, serve_argv, stop_process
 
@@ -95,7 +95,7 @@ def test_serve_first_start_prints_admin_key_and_serves(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "from hpo_service.cli import main; import sys; sys.exit(main(['migrate']))",
+            "from hpo_service.cli.main import main; import sys; sys.exit(main(['migrate']))",
         ],
         cwd=tmp_path,
         env=env,

@@ -1,4 +1,4 @@
-"""The worker side: an HTTP client for the service (and, later, the worker loop)."""
+"""The typed Python SDK of the service: ``HPOClient`` over httpx, and its problem errors."""
 
 from hpo_service.client.client import HPOClient
 from hpo_service.client.errors import ProblemError

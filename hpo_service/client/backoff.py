@@ -8,7 +8,7 @@ request the service rejected would only be rejected again.
 
 Retrying a finishing call is safe only if the service can recognise the repeat, so the
 caller passes one ``Idempotency-Key`` per trial completion and reuses it on every attempt
-(see ``hpo_service.client.worker``); this module never invents keys.
+(see ``hpo_service.worker.loop``); this module never invents keys.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Per-module hyperparameter scaling: rule tables, extrapolation, ladder diagnostics.
 
-The pure parts (no torch) are exported here; the torch helper lives in
-``hpo_service.scaling.torch_setup`` and the Muon optimiser in ``hpo_service.scaling.muon``
-so that importing the rules never imports torch.
+Everything here is pure (no torch); the torch side (``torch_setup``, the Muon optimiser)
+lives with the built-in proxies in ``hpo_service.proxies``, so the service never imports
+torch to apply a rule.
 """
 
 from hpo_service.scaling.config import ScaleConfig, check_param_names, validate_scale

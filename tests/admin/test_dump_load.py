@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from hpo_service.admin_cli import add_admin_parsers
 from hpo_service.api.app import create_app
+from hpo_service.cli.admin import add_admin_parsers
 from hpo_service.client import HPOClient
 from hpo_service.config import Settings
 from hpo_service.db.base import utcnow

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from hpo_service.cli import main
+from hpo_service.cli.main import main
 from hpo_service.client import HPOClient, ProblemError
 
 SCALE = {

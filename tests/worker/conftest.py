@@ -251,7 +251,7 @@ class Workers:
         *args: str,
         worker_id: str | None = None,
         env: dict[str, str] | None = None,
-        entry: str = "hpo_service.client.worker_cli",
+        entry: str = "hpo_service.cli.worker",
     ) -> subprocess.Popen[bytes]:
         """An `hpo worker` with fast heartbeats and polls, plus ``args``; logs to a file.
 

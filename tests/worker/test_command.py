@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hpo_service.client.command import (
+from hpo_service.worker.command import (
     MetricLine,
     MetricParseError,
     PlaceholderError,
@@ -24,7 +24,7 @@ from hpo_service.client.command import (
     substitute,
     trial_environment,
 )
-from hpo_service.client.trial_run import judge_result
+from hpo_service.worker.trial_run import judge_result
 
 
 # Placeholders ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hpo_service.client.child_lifetime import GroupGuard, die_with_parent
+from hpo_service.worker.child_lifetime import GroupGuard, die_with_parent
 from tests.local_server import running
 from tests.worker.conftest import ROOT, wait_for
 
@@ -37,7 +37,7 @@ time.sleep(120)
 # A stand-in for the worker: runs the command the way the worker does, from a slot thread.
 WORKER = """
 import os, sys, threading
-from hpo_service.client.command import run_command
+from hpo_service.worker.command import run_command
 slot = threading.Thread(target=run_command, args=(sys.argv[1:], dict(os.environ)),
                         kwargs={"on_line": lambda line: None, "stop": threading.Event()})
 slot.start()
@@ -47,7 +47,7 @@ slot.join()
 # A parent that asks only the kernel (no guard) to take its child down with it.
 PARENT = """
 import pathlib, subprocess, sys
-from hpo_service.client.child_lifetime import die_with_parent
+from hpo_service.worker.child_lifetime import die_with_parent
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
                          preexec_fn=die_with_parent(), start_new_session=True)
 pathlib.Path(sys.argv[1]).write_text(str(child.pid))

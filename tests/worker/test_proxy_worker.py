@@ -11,7 +11,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from hpo_service.client import HPOClient
-from hpo_service.client.worker import Worker, WorkerConfig
+from hpo_service.worker.loop import Worker, WorkerConfig
 from tests.conftest import Keys
 
 SMALL_MLP = {"width": 32, "depth": 2, "batch_size": 32, "tokens": 32 * 20}

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import TYPE_CHECKING
 
 from hpo_service.client.client import HPOClient
-from hpo_service.client.trial_run import TrialRun
-
-if TYPE_CHECKING:
-    from hpo_service.client.worker import Worker
+from hpo_service.worker.ports import WorkerLink
+from hpo_service.worker.trial_run import TrialRun
 
 __all__ = ["MeasurementReporter"]
 
@@ -28,7 +25,7 @@ class MeasurementReporter(threading.Thread):
 
     MAX_BACKLOG = 1000
 
-    def __init__(self, worker: Worker, client: HPOClient, run: TrialRun) -> None:
+    def __init__(self, worker: WorkerLink, client: HPOClient, run: TrialRun) -> None:
         super().__init__(name=f"reporter-{run.id}", daemon=True)
         self.worker = worker
         self.client = client

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hpo_service.client.training.data import CharContext, TeacherStudent, char_corpus
+from hpo_service.proxies.data import CharContext, TeacherStudent, char_corpus
 
 
 def test_deep_teacher_keeps_the_shallow_teacher_and_changes_the_labels() -> None:

@@ -13,9 +13,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from hpo_service.admin_cli import add_admin_parsers
-from hpo_service.cli_database import open_migrated
-from hpo_service.client.worker_cli import add_worker_parser
+from hpo_service.cli.admin import add_admin_parsers
+from hpo_service.cli.database import open_migrated
+from hpo_service.cli.worker import add_worker_parser
 from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
@@ -124,7 +124,7 @@ def _parse_target(text: str) -> dict[str, float]:
 def cmd_extrapolate(args: argparse.Namespace) -> int:
     """Print the target-scale values of a study's best (or named) trial as JSON."""
     settings = _settings(args)
-    # Reads a study and computes; never hashes or verifies a key (see cli_database).
+    # Reads a study and computes; never hashes or verifies a key (see cli/database.py).
     db = _migrate(settings, check_secret=False)
     admin = Principal(key_id="cli", role=Role.ADMIN, tenant="cli")
     try:

@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 
-from hpo_service.client.training import PROXIES, run_proxy
-from hpo_service.client.training.runner import _data as runner_data
-from hpo_service.client.training.runner import build_proxy
 from hpo_service.domain.shape import ModelShape
 from hpo_service.errors import InvalidInputError, UnsupportedFeatureError
+from hpo_service.proxies import PROXIES, run_proxy
+from hpo_service.proxies.muon import MuonAdamW, newton_schulz
+from hpo_service.proxies.runner import _data as runner_data
+from hpo_service.proxies.runner import build_proxy
+from hpo_service.proxies.torch_setup import ScaledSetup, infer_role
 from hpo_service.scaling.config import ScaleConfig
-from hpo_service.scaling.muon import MuonAdamW, newton_schulz
-from hpo_service.scaling.torch_setup import ScaledSetup, infer_role
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """``hpo export`` and ``hpo import``: a whole database or one study, as lossless JSONL.
 
-``cli.py`` hooks these in with ``add_admin_parsers(subparsers)``. Like every command that
+``cli/main.py`` hooks these in with ``add_admin_parsers(subparsers)``. Like every command that
 touches the database they take ``--database-url``, then ``HPO_DATABASE_URL``, then SQLite
 ``./hpo.db``; both migrate first, so a fresh database can receive an import.
 """
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from hpo_service.cli_database import open_migrated
+from hpo_service.cli.database import open_migrated
 from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hpo_service.scaling.torch_setup import ScaledSetup, tag
+from hpo_service.proxies.torch_setup import ScaledSetup, tag
 
 __all__ = ["MLP", "Dense", "Gain", "MoE", "Transformer"]
 

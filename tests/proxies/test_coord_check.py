@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hpo_service.client.training.coord_check import coord_check
-from hpo_service.client.training.data import CharCorpus, TeacherStudent
-from hpo_service.client.training.runner import build_proxy
 from hpo_service.domain.shape import ModelShape
+from hpo_service.proxies.coord_check import coord_check
+from hpo_service.proxies.data import CharCorpus, TeacherStudent
+from hpo_service.proxies.runner import build_proxy
+from hpo_service.proxies.torch_setup import ScaledSetup
 from hpo_service.scaling.config import ScaleConfig
-from hpo_service.scaling.torch_setup import ScaledSetup
 
 WIDTHS = [32, 64, 128, 256, 512]
 

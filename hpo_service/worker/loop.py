@@ -33,11 +33,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from hpo_service.client.backoff import Backoff, GiveUpError, retry_call
 from hpo_service.client.client import HPOClient
-from hpo_service.client.command import (
+from hpo_service.client.errors import ProblemError
+from hpo_service.worker.command import (
     MetricLine,
     PlaceholderError,
     final_result,
@@ -47,11 +48,11 @@ from hpo_service.client.command import (
     substitute,
     trial_environment,
 )
-from hpo_service.client.errors import ProblemError
-from hpo_service.client.heartbeat import HeartbeatThread
-from hpo_service.client.reporter import MeasurementReporter
-from hpo_service.client.trial_run import Outcome, TrialRun, finite_metrics, judge_result
-from hpo_service.client.worker_config import WorkerConfig
+from hpo_service.worker.config import WorkerConfig
+from hpo_service.worker.heartbeat import HeartbeatThread
+from hpo_service.worker.ports import Sink
+from hpo_service.worker.reporter import MeasurementReporter
+from hpo_service.worker.trial_run import Outcome, TrialRun, finite_metrics, judge_result
 
 __all__ = ["ConfigError", "Sink", "Worker", "WorkerConfig", "default_worker_id"]
 
@@ -62,13 +63,6 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
 UNFINISHED_STATES = ("requested", "active", "stopping")
-
-
-class Sink(Protocol):
-    """Where the worker's events go (structured log lines, or a live rich display)."""
-
-    def emit(self, event: str, slot: int | None = None, **fields: Any) -> None:
-        """Record one event; ``slot`` is the slot it concerns, if any."""
 
 
 class ConfigError(Exception):
@@ -592,10 +586,10 @@ def _load_proxy(name: str) -> Callable[..., Any]:
         ConfigError: the training package is missing, or the name is unknown.
     """
     try:
-        from hpo_service.client.training import runner
+        from hpo_service.proxies import runner
     except ImportError as exc:
         raise ConfigError(
-            f"--proxy needs hpo_service.client.training (and torch), which failed to import: {exc}"
+            f"--proxy needs hpo_service.proxies (and torch), which failed to import: {exc}"
         ) from exc
     known = getattr(runner, "PROXIES", None)
     if known is not None and name not in known:

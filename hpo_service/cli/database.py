@@ -1,7 +1,7 @@
 """How every CLI command opens the database: build it from settings, migrate, check the key secret.
 
-One place, because ``hpo serve``/``keys``/``extrapolate`` (``cli.py``) and ``hpo
-export``/``import`` (``admin_cli.py``) must open it the same way.
+One place, because ``hpo serve``/``keys``/``extrapolate`` (``cli/main.py``) and ``hpo
+export``/``import`` (``cli/admin.py``) must open it the same way.
 
 The key-secret check is on for the other commands (``serve``, ``keys create``,
 ``import``): a key row written or verified under a foreign secret would verify on no

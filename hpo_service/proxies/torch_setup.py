@@ -28,9 +28,9 @@ from torch import nn
 from hpo_service.domain.shape import ModelShape
 from hpo_service.domain.space import ParamValue
 from hpo_service.errors import UnsupportedFeatureError
+from hpo_service.proxies.muon import Lion, MuonAdamW
 from hpo_service.scaling.config import ScaleConfig
 from hpo_service.scaling.extrapolate import interpolate_depth, scale_value, shape_multipliers
-from hpo_service.scaling.muon import Lion, MuonAdamW
 from hpo_service.scaling.naming import resolve_value
 from hpo_service.scaling.rules import RuleTable, build_table
 

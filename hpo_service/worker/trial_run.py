@@ -11,14 +11,31 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from hpo_service.client.reporter import MeasurementReporter
-
-__all__ = ["Outcome", "TrialRun", "finite_metrics", "judge_result", "objective_names"]
+__all__ = [
+    "MeasurementQueue",
+    "Outcome",
+    "TrialRun",
+    "finite_metrics",
+    "judge_result",
+    "objective_names",
+]
 
 JSON = dict[str, Any]
+
+
+class MeasurementQueue(Protocol):
+    """The ordered, bounded queue that posts one trial's measurements (``MeasurementReporter``).
+
+    A protocol, so that a run can hold its reporter without this module importing it.
+    """
+
+    def put(self, item: tuple[int, dict[str, float], float | None] | None) -> None:
+        """Queue a measurement (None: no more will come)."""
+
+    def close(self, timeout: float) -> None:
+        """Send what is queued for up to ``timeout`` seconds, then drop the rest."""
 
 
 @dataclass
@@ -53,7 +70,7 @@ class TrialRun:
         self.started = time.monotonic()
         self.step: int | None = None
         self.total_steps: int | None = None
-        self.reporter: MeasurementReporter | None = None
+        self.reporter: MeasurementQueue | None = None
         self._lock = threading.Lock()
 
     def interrupt(self, why: str) -> None:

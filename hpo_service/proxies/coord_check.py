@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hpo_service.client.training.models import Dense
+from hpo_service.proxies.models import Dense
 
 __all__ = ["activation_update_sizes", "coord_check", "loglog_slopes"]
 

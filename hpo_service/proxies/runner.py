@@ -21,20 +21,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hpo_service.client.training.data import (
+from hpo_service.domain.shape import ModelShape
+from hpo_service.domain.space import ParamValue
+from hpo_service.errors import InvalidInputError
+from hpo_service.proxies.data import (
     Batch,
     CharContext,
     CharCorpus,
     Digits,
     TeacherStudent,
 )
-from hpo_service.client.training.models import MLP, Transformer, fan_in_defaults
-from hpo_service.client.training.sharpness import top_hessian_eigenvalue
-from hpo_service.domain.shape import ModelShape
-from hpo_service.domain.space import ParamValue
-from hpo_service.errors import InvalidInputError
+from hpo_service.proxies.models import MLP, Transformer, fan_in_defaults
+from hpo_service.proxies.sharpness import top_hessian_eigenvalue
+from hpo_service.proxies.torch_setup import ScaledSetup
 from hpo_service.scaling.config import ScaleConfig, validate_scale
-from hpo_service.scaling.torch_setup import ScaledSetup
 
 __all__ = ["PROXIES", "ProxyResult", "ProxySpec", "build_proxy", "default_shape", "run_proxy"]
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpo_service.client.child_lifetime import GroupGuard, die_with_parent
+from hpo_service.worker.child_lifetime import GroupGuard, die_with_parent
 
 __all__ = [
     "METRIC_PREFIX",

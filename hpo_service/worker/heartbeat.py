@@ -8,15 +8,12 @@ and the lease must not lapse while a step takes long. Its answers relay the serv
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
 
 from hpo_service.client.backoff import Backoff, GiveUpError
 from hpo_service.client.client import HPOClient
 from hpo_service.client.errors import ProblemError
-from hpo_service.client.trial_run import TrialRun
-
-if TYPE_CHECKING:
-    from hpo_service.client.worker import Worker
+from hpo_service.worker.ports import WorkerLink
+from hpo_service.worker.trial_run import TrialRun
 
 __all__ = ["HeartbeatThread"]
 
@@ -24,7 +21,9 @@ __all__ = ["HeartbeatThread"]
 class HeartbeatThread(threading.Thread):
     """Keeps one trial's lease alive and relays ``should_stop`` / a lost lease."""
 
-    def __init__(self, worker: Worker, client: HPOClient, run: TrialRun, interval: float) -> None:
+    def __init__(
+        self, worker: WorkerLink, client: HPOClient, run: TrialRun, interval: float
+    ) -> None:
         super().__init__(name=f"heartbeat-{run.id}", daemon=True)
         self.worker = worker
         self.client = client

@@ -1,4 +1,8 @@
-"""Alembic environment: migrate the connection we are handed, or the configured URL."""
+"""Alembic environment: migrate the connection we are handed, or the configured URL.
+
+The same file runs from ``migrations/`` in a checkout and from ``hpo_service/migrations``
+in an installed wheel, so it imports the package only, never anything beside itself.
+"""
 
 from __future__ import annotations
 

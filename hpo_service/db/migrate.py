@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from alembic import command
@@ -10,18 +11,46 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-__all__ = ["alembic_config", "current_revision", "downgrade", "head_revision", "upgrade_to_head"]
+__all__ = [
+    "alembic_config",
+    "current_revision",
+    "downgrade",
+    "head_revision",
+    "migrations_dir",
+    "upgrade_to_head",
+]
 
 
-def _migrations_dir() -> Path:
-    """``migrations/`` at the repository root (installed editable or run from a checkout)."""
-    return Path(__file__).resolve().parents[2] / "migrations"
+def migrations_dir() -> Path:
+    """Where the migration scripts are: inside the package, else at the checkout's root.
+
+    ``migrations/`` lives at the repository root and the wheel ships it as package data
+    (``hpo_service/migrations``, see ``[tool.hatch.build.targets.wheel.force-include]``),
+    because an installed package has no repository root to look in. A checkout has no
+    ``hpo_service/migrations``, so there the root's scripts are used, the ones being
+    edited. (An editable install also copies them into site-packages, but the package is
+    imported from the checkout, so that copy, stale after the next new migration, is never
+    read.)
+
+    Raises:
+        FileNotFoundError: neither exists (a broken install), said plainly rather than as
+            Alembic's error about a missing ``env.py``.
+    """
+    packaged = files("hpo_service") / "migrations"
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parents[2] / "migrations"
+    if checkout.is_dir():
+        return checkout
+    raise FileNotFoundError(
+        f"no migration scripts: neither {packaged} (installed) nor {checkout} (checkout)"
+    )
 
 
 def alembic_config() -> Config:
     """An Alembic config pointing at our migration scripts, with no URL of its own."""
     config = Config()
-    config.set_main_option("script_location", str(_migrations_dir()))
+    config.set_main_option("script_location", str(migrations_dir()))
     return config
 
 

@@ -1,17 +1,29 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from hpo_service.db.database import Database, normalize_url
-from hpo_service.db.migrate import current_revision, downgrade, head_revision, upgrade_to_head
+from hpo_service.db.migrate import (
+    alembic_config,
+    current_revision,
+    downgrade,
+    head_revision,
+    migrations_dir,
+    upgrade_to_head,
+)
 from hpo_service.db.models import Base
 from tests.conftest import PG_ADMIN_URL, require_postgres
+
+ROOT = Path(__file__).resolve().parents[2]
 
 EXPECTED = {
     "api_keys",
@@ -49,6 +61,30 @@ def _check_roundtrip(url: str) -> None:
 
 def test_sqlite_upgrade_downgrade_upgrade(tmp_path) -> None:
     _check_roundtrip(f"sqlite:///{tmp_path / 'm.db'}")
+
+
+def test_a_checkout_migrates_with_the_root_scripts() -> None:
+    # The editable install also leaves a copy under site-packages/hpo_service/migrations;
+    # a new migration must be picked up from migrations/ without reinstalling.
+    assert migrations_dir() == ROOT / "migrations"
+    assert alembic_config().get_main_option("script_location") == str(ROOT / "migrations")
+    assert not (ROOT / "hpo_service" / "migrations").exists()
+
+
+def test_the_alembic_command_migrates_the_environment_url(tmp_path, monkeypatch) -> None:
+    # `alembic -c alembic.ini upgrade head` in a checkout: no connection is handed in, so
+    # env.py opens HPO_DATABASE_URL itself and must commit what it ran.
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("HPO_DATABASE_URL", url)
+    config = Config(str(ROOT / "alembic.ini"))
+    assert config.get_main_option("script_location") == str(migrations_dir())
+    command.upgrade(config, "head")
+    db = Database(url)
+    try:
+        assert current_revision(db.engine) == head_revision()
+        assert set(inspect(db.engine).get_table_names()) == EXPECTED
+    finally:
+        db.dispose()
 
 
 @pytest.mark.postgres

@@ -115,6 +115,8 @@ def test_the_installed_hpo_migrates_and_serves(installed: Path, tmp_path: Path) 
     base = f"http://{LOCALHOST}:{port}"
     try:
         wait_until_up(proc, f"{base}/healthz", timeout=120)
+        # readiness compares the database with the head of the scripts the wheel carries
+        assert httpx.get(f"{base}/readyz", timeout=10).json()["schema"] == head_revision()
         # templates and static files are package data too
         assert httpx.get(f"{base}/ui/login", timeout=10).status_code == 200
         assert httpx.get(f"{base}/ui/static/dashboard.css", timeout=10).status_code == 200

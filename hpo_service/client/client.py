@@ -1,8 +1,18 @@
 """A small synchronous Python client for the hpo_service HTTP API.
 
-It mirrors API.md one method per endpoint, returns decoded JSON (plain dicts), and raises
-``ProblemError`` for every error answer. Pass ``http=`` to reuse an existing
-``httpx.Client`` (a FastAPI ``TestClient`` works too, which is how the tests use it).
+It has two faces over one connection:
+
+- typed: ``client.studies`` and ``client.trials`` (``hpo_service.client.resources``)
+  return pydantic models (``Study``, ``Trial``, ``StudyPage``, ...) and iterate over
+  pages; new code should use these;
+- JSON: the methods of ``HPOClient`` itself mirror API.md one per endpoint and return the
+  decoded JSON exactly as the service sent it (plain dicts). They are the layer the typed
+  face is built on, and they suit callers that pass answers on untouched; much existing
+  code (the service's own API tests among it) indexes their dicts.
+
+Both raise ``ProblemError`` for every error answer. Pass ``http=`` to reuse an existing
+``httpx.Client``: a FastAPI ``TestClient`` works, and so does an ``httpx.Client`` over an
+``httpx.MockTransport``, which is how the SDK's own tests see the requests it sends.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from typing import Any
 import httpx
 
 from hpo_service.client.errors import ProblemError
+from hpo_service.client.resources import Studies, Trials
 
 __all__ = ["HPOClient"]
 
@@ -20,7 +31,12 @@ JSON = dict[str, Any]
 
 
 class HPOClient:
-    """Talks to one hpo_service with one API key."""
+    """Talks to one hpo_service with one API key.
+
+    Attributes:
+        studies: the typed study endpoints (``create``, ``get``, ``list``, ``iter``, ...).
+        trials: the typed trial endpoints (``suggest``, ``complete``, ``list``, ...).
+    """
 
     def __init__(
         self,
@@ -34,6 +50,8 @@ class HPOClient:
         self._owns_http = http is None
         self._http = http or httpx.Client(base_url=base_url, timeout=timeout)
         self._headers = headers
+        self.studies = Studies(self)
+        self.trials = Trials(self)
 
     def __enter__(self) -> HPOClient:
         return self
@@ -80,7 +98,7 @@ class HPOClient:
             return None
         return response.json()
 
-    # Studies ---------------------------------------------------------------------------
+    # Studies (JSON) ----------------------------------------------------------------------
     def create_study(self, study: JSON, *, idempotency_key: str | None = None) -> JSON:
         """``POST /v1/studies``."""
         out: JSON = self.request("POST", "/v1/studies", json=study, idempotency_key=idempotency_key)
@@ -110,7 +128,17 @@ class HPOClient:
         out: list[JSON] = self.request("GET", f"/v1/studies/{study_id}/best")["trials"]
         return out
 
-    # Trials ----------------------------------------------------------------------------
+    def extrapolate(
+        self, study_id: str, target: dict[str, float], *, trial_id: str | None = None
+    ) -> JSON:
+        """``POST /v1/studies/{id}/extrapolate``: a trial's values at a target shape."""
+        body: JSON = {"target": target}
+        if trial_id is not None:
+            body["trial_id"] = trial_id
+        out: JSON = self.request("POST", f"/v1/studies/{study_id}/extrapolate", json=body)
+        return out
+
+    # Trials (JSON) -----------------------------------------------------------------------
     def suggest(self, study_id: str, worker_id: str, count: int = 1) -> JSON:
         """``POST /v1/studies/{id}/suggestions``: ``{"trials": [...], "study_state"}``."""
         out: JSON = self.request(
@@ -195,18 +223,27 @@ class HPOClient:
         params: dict[str, Any],
         metrics: dict[str, float] | None = None,
         metadata: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> JSON:
         """``POST /v1/studies/{id}/trials``: queue a point, or import it finished."""
         body: JSON = {"params": params, "metadata": metadata}
         if metrics is not None:
             body["result"] = {"metrics": metrics}
-        out: JSON = self.request("POST", f"/v1/studies/{study_id}/trials", json=body)
+        out: JSON = self.request(
+            "POST", f"/v1/studies/{study_id}/trials", json=body, idempotency_key=idempotency_key
+        )
         return out
 
-    def add_trials(self, study_id: str, trials: list[JSON]) -> list[JSON]:
+    def add_trials(
+        self, study_id: str, trials: list[JSON], *, idempotency_key: str | None = None
+    ) -> list[JSON]:
         """``POST /v1/studies/{id}/trials:batch``, all or nothing."""
         out: list[JSON] = self.request(
-            "POST", f"/v1/studies/{study_id}/trials:batch", json={"trials": trials}
+            "POST",
+            f"/v1/studies/{study_id}/trials:batch",
+            json={"trials": trials},
+            idempotency_key=idempotency_key,
         )["trials"]
         return out
 

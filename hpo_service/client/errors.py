@@ -1,4 +1,17 @@
-"""The client's error: a problem+json answer from the service, parsed."""
+"""The client's error: a problem+json answer from the service, parsed.
+
+What a call through the SDK can raise, and what each means::
+
+    ProblemError              the service answered 4xx/5xx (RFC 9457 problem): the request
+                              was refused, or the service is unwell (5xx, 429)
+    httpx.TransportError      no answer at all: refused, timed out, connection dropped
+    pydantic.ValidationError  an answer the typed methods cannot read: the service broke
+                              API.md (the JSON methods never raise it)
+    backoff.GiveUpError       only through ``retry_call``: retryable errors outlasted it
+
+``backoff.is_retryable`` draws the line between the first two kinds' retryable members
+and the rest.
+"""
 
 from __future__ import annotations
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpo_service.client.models import Trial
 from hpo_service.worker.child_lifetime import GroupGuard, die_with_parent
 
 __all__ = [
@@ -246,18 +247,18 @@ def final_result(
 
 # Running ----------------------------------------------------------------------------------
 def trial_environment(
-    trial: Mapping[str, Any], worker_id: str, result_file: Path, base: Mapping[str, str]
+    trial: Trial, worker_id: str, result_file: Path, base: Mapping[str, str]
 ) -> dict[str, str]:
     """The child's environment: the worker's, minus its API key, plus the trial's."""
     env = {k: v for k, v in base.items() if k not in _SECRET_ENV}
     env.setdefault("PYTHONUNBUFFERED", "1")  # metrics should arrive while training runs
     env.update(
         {
-            "HPO_PARAMS": json.dumps(trial.get("params") or {}, sort_keys=True),
-            "HPO_TRIAL_ID": str(trial["id"]),
-            "HPO_TRIAL_NUMBER": str(trial.get("number", "")),
-            "HPO_ATTEMPT": str(trial.get("attempt", "")),
-            "HPO_STUDY_ID": str(trial.get("study_id", "")),
+            "HPO_PARAMS": json.dumps(trial.params, sort_keys=True),
+            "HPO_TRIAL_ID": trial.id,
+            "HPO_TRIAL_NUMBER": str(trial.number),
+            "HPO_ATTEMPT": str(trial.attempt),
+            "HPO_STUDY_ID": trial.study_id,
             "HPO_WORKER_ID": worker_id,
             "HPO_RESULT_FILE": str(result_file),
         }

@@ -39,7 +39,7 @@ class HeartbeatThread(threading.Thread):
             try:
                 answer = self.worker.call(
                     "heartbeat",
-                    lambda: self.client.heartbeat(run.id, run.worker_id),
+                    lambda: self.client.trials.heartbeat(run.id, run.worker_id),
                     slot=run.slot,
                     stop=self.done,
                     policy=Backoff(base=0.1, cap=1.0, deadline=max(0.5, self.interval)),
@@ -64,6 +64,6 @@ class HeartbeatThread(threading.Thread):
             if failing:
                 self.worker.sink.emit("trial.heartbeat_ok", run.slot, trial=run.id)
                 failing = False
-            if answer.get("should_stop") and run.why is None:
+            if answer.should_stop and run.why is None:
                 self.worker.sink.emit("trial.should_stop", run.slot, trial=run.id)
                 run.interrupt("should_stop")

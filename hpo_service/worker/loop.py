@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from hpo_service.client.backoff import Backoff, GiveUpError, retry_call
 from hpo_service.client.client import HPOClient
 from hpo_service.client.errors import ProblemError
+from hpo_service.client.models import Study, Trial
 from hpo_service.worker.command import (
     MetricLine,
     PlaceholderError,
@@ -95,7 +96,7 @@ class Worker:
         self._runs: dict[str, TrialRun] = {}
         self._lock = threading.Lock()
         self._errors: list[str] = []
-        self._study: JSON = {}
+        self._study: Study | None = None
         self._proxy: Callable[..., Any] | None = None
         self._rng = random.Random()
 
@@ -114,6 +115,17 @@ class Worker:
             for run in runs:
                 run.interrupt("shutdown")
         self.sink.emit("worker.shutdown", reason=reason, release=self._release.is_set())
+
+    @property
+    def study(self) -> Study:
+        """The study as ``prepare`` read it; every trial is judged against it.
+
+        Raises:
+            RuntimeError: ``prepare`` has not run (nothing is leased before it does).
+        """
+        if self._study is None:
+            raise RuntimeError("the worker has not read its study yet (call prepare first)")
+        return self._study
 
     # Setup --------------------------------------------------------------------------------
     def _policy(self, deadline: float | None = None) -> Backoff:
@@ -156,14 +168,14 @@ class Worker:
         with self._client_factory() as client:
             try:
                 self._study = self.call(
-                    "get_study", lambda: client.get_study(cfg.study_id), stop=self._stop_leasing
+                    "get_study", lambda: client.studies.get(cfg.study_id), stop=self._stop_leasing
                 )
             except ProblemError as exc:
                 raise ConfigError(f"cannot read study {cfg.study_id!r}: {exc}") from exc
             except GiveUpError as exc:
                 raise ConfigError(f"service unreachable at {cfg.server}: {exc.last}") from exc
         if cfg.command:
-            names = {p["name"] for p in self._study["space"]["parameters"]}
+            names = set(self.study.space.names())
             unknown = placeholders(cfg.command) - names
             if unknown:
                 raise ConfigError(
@@ -224,7 +236,7 @@ class Worker:
             try:
                 leased = self.call(
                     "suggest",
-                    lambda: client.suggest(self.config.study_id, worker_id, 1),
+                    lambda: client.trials.suggest(self.config.study_id, worker_id, 1),
                     slot=slot,
                     stop=self._stop_leasing,
                 )
@@ -232,7 +244,7 @@ class Worker:
                 if self._stop_leasing.is_set():
                     break
                 raise RuntimeError(f"service unreachable: {exc.last}") from exc
-            trials = leased.get("trials") or []
+            trials = leased.trials
             if trials:
                 idle = 0
                 for trial in trials:
@@ -256,37 +268,32 @@ class Worker:
         try:
             study = self.call(
                 "get_study",
-                lambda: client.get_study(self.config.study_id),
+                lambda: client.studies.get(self.config.study_id),
                 slot=slot,
                 stop=self._stop_leasing,
             )
         except GiveUpError:
             return self._stop_leasing.is_set()
-        if study["state"] == "completed":
+        if study.state == "completed":
             return True
-        if study["state"] != "active" or study.get("max_trials") is None:
+        if study.state != "active" or study.max_trials is None:
             return False  # paused, or unlimited: more work may come
-        counts: dict[str, int] = study.get("trial_counts") or {}
-        unfinished = sum(int(counts.get(s, 0)) for s in UNFINISHED_STATES)
+        unfinished = sum(study.trial_counts.get(s, 0) for s in UNFINISHED_STATES)
         return unfinished == 0
 
     # One trial ----------------------------------------------------------------------------
-    def _heartbeat_interval(self, trial: JSON) -> float:
+    def _heartbeat_interval(self, trial: Trial) -> float:
         """A third of the lease the service granted, capped by ``heartbeat_seconds``."""
         interval = self.config.heartbeat_seconds
-        raw = trial.get("lease_expires_at")
-        if raw:
-            try:
-                expires = datetime.fromisoformat(str(raw))
-                if expires.tzinfo is None:
-                    expires = expires.replace(tzinfo=UTC)
-                left = (expires - datetime.now(UTC)).total_seconds()
-                interval = min(interval, left / 3)
-            except ValueError:
-                pass
+        expires = trial.lease_expires_at
+        if expires is not None:
+            if expires.tzinfo is None:  # API.md times are UTC, with or without an offset
+                expires = expires.replace(tzinfo=UTC)
+            left = (expires - datetime.now(UTC)).total_seconds()
+            interval = min(interval, left / 3)
         return max(0.25, interval)
 
-    def _run_trial(self, client: HPOClient, slot: int, worker_id: str, trial: JSON) -> None:
+    def _run_trial(self, client: HPOClient, slot: int, worker_id: str, trial: Trial) -> None:
         run = TrialRun(trial, slot, worker_id)
         with self._lock:
             self._runs[run.id] = run
@@ -296,9 +303,9 @@ class Worker:
             "trial.start",
             slot,
             trial=run.id,
-            number=trial.get("number"),
-            attempt=trial.get("attempt"),
-            params=trial.get("params"),
+            number=trial.number,
+            attempt=trial.attempt,
+            params=trial.params,
         )
         beat = HeartbeatThread(self, client, run, self._heartbeat_interval(trial))
         beat.start()
@@ -344,11 +351,11 @@ class Worker:
         if run.why == "lease_lost":
             return Outcome("none", reason="lease lost; the service requeued the trial")
         if done:
-            return judge_result(self._study, metrics, cost, partial=False)
+            return judge_result(self.study.objective_names(), metrics, cost, partial=False)
         if run.why == "shutdown":
             return self._release_outcome()
         if run.why == "should_stop":
-            return judge_result(self._study, metrics, cost, partial=True)
+            return judge_result(self.study.objective_names(), metrics, cost, partial=True)
         return Outcome("fail", reason=failure, retry=self.config.retry_failures)
 
     def _measure(
@@ -361,7 +368,7 @@ class Worker:
             "trial.step",
             run.slot,
             trial=run.id,
-            number=run.trial.get("number"),
+            number=run.trial.number,
             step=step,
             total=run.total_steps,
             metric=self._study_metric(clean),
@@ -390,9 +397,9 @@ class Worker:
             return True
         policy = Backoff(max_attempts=1) if offline else Backoff(base=0.2, cap=2.0, deadline=15.0)
         try:
-            stop_now = self.call(
+            reply = self.call(
                 "report",
-                lambda: client.report(run.id, run.worker_id, step, clean, elapsed),
+                lambda: client.trials.report(run.id, run.worker_id, step, clean, elapsed),
                 slot=run.slot,
                 policy=policy,
                 stop=stop,
@@ -414,13 +421,13 @@ class Worker:
             else:
                 self.sink.emit("warn", run.slot, trial=run.id, error=f"report rejected: {exc}")
             return True
-        if stop_now:
+        if reply.should_stop:
             self.sink.emit("trial.should_stop", run.slot, trial=run.id, step=step)
             run.interrupt("should_stop")
         return True
 
     def _study_metric(self, metrics: dict[str, float]) -> str | None:
-        name = str(self._study["objective"]["metric"])
+        name = self.study.objective.metric
         if name in metrics:
             return f"{name}={metrics[name]:.6g}"
         if metrics:
@@ -429,10 +436,9 @@ class Worker:
         return None
 
     def _run_command(self, client: HPOClient, run: TrialRun) -> Outcome:
-        params: JSON = run.trial.get("params") or {}
-        names = frozenset(p["name"] for p in self._study["space"]["parameters"])
+        names = frozenset(self.study.space.names())
         try:
-            argv = substitute(self.config.command, params, inactive=names)
+            argv = substitute(self.config.command, run.trial.params, inactive=names)
         except PlaceholderError as exc:
             return Outcome("fail", reason=str(exc))
         with TemporaryDirectory(prefix=f"hpo-{run.id}-") as tmp:
@@ -476,8 +482,8 @@ class Worker:
     def _run_proxy(self, client: HPOClient, run: TrialRun) -> Outcome:
         assert self._proxy is not None
         assert self.config.proxy is not None
-        seed_base = self._study.get("seed")
-        number = int(run.trial.get("number") or 0)
+        seed_base = self.study.seed
+        number = run.trial.number
         seed = (int(seed_base) if seed_base is not None else 0) * 1_000_003 + number
         start = time.monotonic()
 
@@ -494,9 +500,7 @@ class Worker:
         if "data_seed" in inspect.signature(self._proxy).parameters:
             # Every trial sees the same batches, so differences come from the parameters.
             kwargs["data_seed"] = int(seed_base) if seed_base is not None else 0
-        result = self._proxy(
-            self.config.proxy, run.trial.get("params") or {}, self._study.get("scale"), **kwargs
-        )
+        result = self._proxy(self.config.proxy, run.trial.params, self.study.scale, **kwargs)
         metrics = {k: float(v) for k, v in dict(result.metrics).items()}
         cost = dict(result.cost)
         if getattr(result, "diverged", False) and run.why != "shutdown":
@@ -518,25 +522,24 @@ class Worker:
             self.sink.emit("trial.lost", slot, trial=tid, reason=outcome.reason)
             return
         # One key per finishing request, reused by every retry of it.
-        key = f"{outcome.action}-{tid}-{run.trial.get('attempt')}-{uuid.uuid4().hex}"
-        fn: Callable[[], Any]
+        key = f"{outcome.action}-{tid}-{run.trial.attempt}-{uuid.uuid4().hex}"
+        reason = outcome.reason[:4000]
+        fn: Callable[[], Trial]
         if outcome.action == "complete":
 
-            def fn() -> Any:
-                return client.complete(tid, wid, outcome.metrics, outcome.cost, idempotency_key=key)
-        elif outcome.action == "infeasible":
-            body: JSON = {"worker_id": wid, "reason": outcome.reason[:4000]}
-
-            def fn() -> Any:
-                return client.request(
-                    "POST", f"/v1/trials/{tid}/infeasible", json=body, idempotency_key=key
+            def fn() -> Trial:
+                return client.trials.complete(
+                    tid, wid, outcome.metrics, outcome.cost, idempotency_key=key
                 )
-        else:
-            fbody: JSON = {"worker_id": wid, "error": outcome.reason[:4000], "retry": outcome.retry}
+        elif outcome.action == "infeasible":
 
-            def fn() -> Any:
-                return client.request(
-                    "POST", f"/v1/trials/{tid}/fail", json=fbody, idempotency_key=key
+            def fn() -> Trial:
+                return client.trials.infeasible(tid, wid, reason, idempotency_key=key)
+        else:
+
+            def fn() -> Trial:
+                return client.trials.fail(
+                    tid, wid, reason, retry=outcome.retry, idempotency_key=key
                 )
 
         try:
@@ -565,14 +568,13 @@ class Worker:
                 error=exc.detail[:300],
             )
             return
-        state = answer.get("state") if isinstance(answer, dict) else None
         self.sink.emit(
             "trial.done",
             slot,
             trial=tid,
-            number=run.trial.get("number"),
+            number=run.trial.number,
             action=outcome.action,
-            state=state,
+            state=answer.state,
             metric=self._study_metric(outcome.metrics),
             reason=outcome.reason.splitlines()[0][:200] if outcome.reason else None,
             seconds=round(time.monotonic() - run.started, 2),

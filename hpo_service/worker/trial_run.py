@@ -10,8 +10,11 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from hpo_service.client.models import Trial
 
 __all__ = [
     "MeasurementQueue",
@@ -19,10 +22,7 @@ __all__ = [
     "TrialRun",
     "finite_metrics",
     "judge_result",
-    "objective_names",
 ]
-
-JSON = dict[str, Any]
 
 
 class MeasurementQueue(Protocol):
@@ -60,9 +60,9 @@ class Outcome:
 class TrialRun:
     """The live state of one leased trial, shared by the slot, heartbeat and reporters."""
 
-    def __init__(self, trial: JSON, slot: int, worker_id: str) -> None:
+    def __init__(self, trial: Trial, slot: int, worker_id: str) -> None:
         self.trial = trial
-        self.id = str(trial["id"])
+        self.id = trial.id
         self.slot = slot
         self.worker_id = worker_id
         self.stop = threading.Event()
@@ -88,22 +88,13 @@ class TrialRun:
         return elapsed / self.step * (self.total_steps - self.step)
 
 
-def objective_names(study: JSON) -> list[str]:
-    """The study's objective metrics, primary first: a result must report each of them."""
-    names = [str(study["objective"]["metric"])]
-    for extra in study.get("objectives") or []:
-        if extra["metric"] not in names:
-            names.append(str(extra["metric"]))
-    return names
-
-
 def finite_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """Drop NaN/inf values: the service accepts only finite numbers."""
     return {k: v for k, v in metrics.items() if math.isfinite(v)}
 
 
 def judge_result(
-    study: JSON, metrics: dict[str, float], cost: dict[str, Any], *, partial: bool
+    objectives: Sequence[str], metrics: dict[str, float], cost: dict[str, Any], *, partial: bool
 ) -> Outcome:
     """Turn a run's metrics into complete / infeasible / fail.
 
@@ -111,8 +102,14 @@ def judge_result(
     learn to avoid it); a missing objective is a broken run (failed, not retried, since
     the same command would miss it again). Other non-finite metrics are dropped, because
     the service accepts only finite numbers and they are not what is being optimised.
+
+    Args:
+        objectives: the study's objective metrics (``Study.objective_names()``): a result
+            must report each of them.
+        metrics: what the run reported last.
+        cost: what the run cost, passed on with a completion.
+        partial: the run was stopped early (only changes the wording of a failure).
     """
-    objectives = objective_names(study)
     missing = [m for m in objectives if m not in metrics]
     if missing:
         when = "stopped early before it reported" if partial else "finished without reporting"

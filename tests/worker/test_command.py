@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hpo_service.client.models import Study, Trial
 from hpo_service.worker.command import (
     MetricLine,
     MetricParseError,
@@ -143,14 +144,38 @@ def test_read_result_file_forms(tmp_path: Path) -> None:
 
 
 def test_judge_result() -> None:
-    study = {"objective": {"metric": "val_loss", "goal": "minimize"}, "objectives": None}
-    ok = judge_result(study, {"val_loss": 0.5, "x": math.nan}, {"c": 1}, partial=False)
+    names = ["val_loss"]
+    ok = judge_result(names, {"val_loss": 0.5, "x": math.nan}, {"c": 1}, partial=False)
     assert (ok.action, ok.metrics, ok.cost) == ("complete", {"val_loss": 0.5}, {"c": 1})
-    assert judge_result(study, {"val_loss": math.inf}, {}, partial=False).action == "infeasible"
-    missing = judge_result(study, {"acc": 1.0}, {}, partial=True)
+    assert judge_result(names, {"val_loss": math.inf}, {}, partial=False).action == "infeasible"
+    missing = judge_result(names, {"acc": 1.0}, {}, partial=True)
     assert missing.action == "fail"
     assert not missing.retry
     assert "val_loss" in missing.reason
+
+
+def test_judge_result_needs_every_objective_of_a_multi_objective_study() -> None:
+    study = Study.model_validate(
+        {
+            "id": "st_1",
+            "tenant": "t",
+            "name": "mo",
+            "objective": {"metric": "loss"},
+            "objectives": [{"metric": "loss"}, {"metric": "latency", "goal": "minimize"}],
+            "space": {"parameters": [{"name": "x", "type": "float", "low": 0, "high": 1}]},
+            "algorithm": "random",
+            "max_attempts": 3,
+            "metadata": {},
+            "state": "active",
+            "created_at": "2025-01-01T00:00:00Z",
+            "trial_counts": {},
+        }
+    )
+    assert study.objective_names() == ["loss", "latency"]
+    only_loss = judge_result(study.objective_names(), {"loss": 1.0}, {}, partial=False)
+    assert (only_loss.action, "latency" in only_loss.reason) == ("fail", True)
+    both = judge_result(study.objective_names(), {"loss": 1.0, "latency": 2.0}, {}, partial=False)
+    assert both.action == "complete"
 
 
 # Running a child ------------------------------------------------------------------------
@@ -161,14 +186,25 @@ def _script(tmp_path: Path, body: str) -> list[str]:
 
 
 def test_environment_has_trial_and_drops_the_key(tmp_path: Path) -> None:
-    trial = {"id": "tr_1", "number": 4, "attempt": 2, "study_id": "st_1", "params": {"lr": 0.1}}
+    trial = Trial.model_validate(
+        {
+            "id": "tr_1",
+            "number": 4,
+            "attempt": 2,
+            "study_id": "st_1",
+            "params": {"lr": 0.1, "layers": 3},
+            "state": "active",
+            "measurements": [],
+            "source": "engine",
+        }
+    )
     env = trial_environment(
         trial, "w-1", tmp_path / "r.json", {"PATH": "/bin", "HPO_API_KEY": "secret"}
     )
     assert "HPO_API_KEY" not in env
-    assert json.loads(env["HPO_PARAMS"]) == {"lr": 0.1}
+    assert env["HPO_PARAMS"] == '{"layers": 3, "lr": 0.1}'  # an int stays an int
     assert (env["HPO_TRIAL_ID"], env["HPO_TRIAL_NUMBER"], env["HPO_ATTEMPT"]) == ("tr_1", "4", "2")
-    assert env["HPO_RESULT_FILE"] == str(tmp_path / "r.json")
+    assert (env["HPO_STUDY_ID"], env["HPO_RESULT_FILE"]) == ("st_1", str(tmp_path / "r.json"))
 
 
 def test_run_command_streams_lines_and_reports_exit(tmp_path: Path) -> None:

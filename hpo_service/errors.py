@@ -20,7 +20,8 @@ The tree::
     │   ├── TrialNotLeasedError (409, trial-not-leased)
     │   ├── InvalidTransitionError (409, invalid-state-transition)
     │   ├── CompletionConflictError (409, completion-conflict)
-    │   └── IdempotencyConflictError (409, idempotency-conflict)
+    │   ├── IdempotencyConflictError (409, idempotency-conflict)
+    │   └── NoCompletedTrialError (409, no-completed-trial)
     ├── PayloadTooLargeError (413, payload-too-large)
     ├── RateLimitedError (429, too-many-requests)
     └── ServiceUnavailableError (503, service-unavailable)
@@ -42,6 +43,7 @@ __all__ = [
     "IdempotencyConflictError",
     "InvalidInputError",
     "InvalidTransitionError",
+    "NoCompletedTrialError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -192,6 +194,17 @@ class IdempotencyConflictError(ConflictError):
 
     slug = "idempotency-conflict"
     title = "Idempotency key conflict"
+
+
+class NoCompletedTrialError(ConflictError):
+    """The study has no completed trial yet, and the action starts from its best one.
+
+    A conflict rather than invalid input: the request is fine and becomes valid once a
+    trial completes, so a client may retry it later unchanged.
+    """
+
+    slug = "no-completed-trial"
+    title = "No completed trial yet"
 
 
 class PayloadTooLargeError(HPOError):

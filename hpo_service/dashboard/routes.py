@@ -2,7 +2,8 @@
 
 Every page resolves the session cookie to a principal and calls the services with it,
 so tenant scoping is exactly the API's (another tenant's study is a 404). Pages are
-read-only; the only forms that change anything (log in, log out) carry CSRF tokens.
+read-only but for three forms, each carrying a CSRF token: log in, log out, and "Refine
+per module" on a study (it creates the per-module child study and opens it).
 Charts are drawn in the browser by the vendored ECharts from data embedded as JSON.
 """
 
@@ -25,8 +26,14 @@ from hpo_service.dashboard.security import SecurityHeadersMiddleware
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
 from hpo_service.domain import Study, Trial, TrialState, objective_value
-from hpo_service.errors import AuthenticationError, HPOError, PermissionDeniedError
-from hpo_service.services import admin, scaling, studies, trials, ui_sessions
+from hpo_service.errors import (
+    AuthenticationError,
+    ConflictError,
+    HPOError,
+    InvalidInputError,
+    PermissionDeniedError,
+)
+from hpo_service.services import admin, refine, scaling, studies, trials, ui_sessions
 from hpo_service.services.transfer import effective_space
 
 __all__ = ["install_dashboard", "router"]
@@ -284,6 +291,28 @@ def study_page(
     current = _session(request)
     if current is None:
         return _to_login()
+    return _study_view(
+        request,
+        current,
+        study_id,
+        state=state,
+        worker_id=worker_id,
+        page_token=page_token,
+    )
+
+
+def _study_view(
+    request: Request,
+    current: ui_sessions.UiSession,
+    study_id: str,
+    *,
+    state: str | None = None,
+    worker_id: str | None = None,
+    page_token: str | None = None,
+    refine_error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    """Render the study page; a failed refine re-renders it with the reason."""
     db = _db(request)
     study = studies.get_study(db, current.principal, study_id)
     history = admin.chart_trials(db, current.principal, study.id)
@@ -305,21 +334,19 @@ def study_page(
             ).to_json()
         except HPOError as exc:
             extrapolation_error = exc.detail
+    chart = _chart_data(study, history)
     best = next(
-        (
-            p
-            for p in reversed(_chart_data(study, history)["trials"])
-            if p["best"] is not None and p["value"] == p["best"]
-        ),
+        (p for p in reversed(chart["trials"]) if p["best"] is not None and p["value"] == p["best"]),
         None,
     )
     return _page(
         request,
         "study.html",
         current,
+        status_code,
         study=study,
         progress=_progress(study),
-        chart=_chart_data(study, history),
+        chart=chart,
         table=table.items,
         next_token=table.next_page_token,
         states=_TRIAL_STATES,
@@ -331,7 +358,43 @@ def study_page(
         extrapolation_error=extrapolation_error,
         best=best,
         objective=study.config.objective,
+        can_refine=_can_refine(study, best is not None),
+        refine_error=refine_error,
+        parent_study=study.metadata.get("parent_study"),
     )
+
+
+def _can_refine(study: Study, has_best: bool) -> bool:
+    """Offer the button only where the service would accept the request with defaults."""
+    return (
+        has_best
+        and study.config.scale is not None
+        and bool(refine.refinable_names(study.config.space))
+    )
+
+
+@router.post("/studies/{study_id}/refine")
+def refine_study(
+    request: Request, study_id: str, csrf: Annotated[str, Form(max_length=128)] = ""
+) -> Response:
+    """Create the per-module child of a study (defaults of the API) and open it.
+
+    A form post with the session's CSRF token; a refusal (no completed trial, nothing to
+    refine) shows the study page again with the reason and the error's status.
+    """
+    current = _session(request)
+    if current is None:
+        return _to_login()
+    ui_sessions.check_csrf(current, csrf)
+    try:
+        child = refine.refine_study(
+            _db(request), current.principal, study_id, refine.Refinement(), now=utcnow()
+        )
+    except (InvalidInputError, ConflictError) as exc:
+        return _study_view(
+            request, current, study_id, refine_error=exc.detail, status_code=exc.status
+        )
+    return RedirectResponse(f"/ui/studies/{child.id}", status_code=303)
 
 
 @router.get("/families/{family}")

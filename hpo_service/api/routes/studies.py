@@ -6,18 +6,26 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
-from hpo_service.api.deps import AdminDep, ClientDep, DatabaseDep, PrincipalDep, SettingsDep
+from hpo_service.api.deps import (
+    AdminDep,
+    ClientDep,
+    DatabaseDep,
+    NowDep,
+    PrincipalDep,
+    SettingsDep,
+)
 from hpo_service.api.schemas.common import Page
 from hpo_service.api.schemas.studies import (
     ExtrapolateRequest,
     ExtrapolationRead,
+    RefineRequest,
     StudyCreate,
     StudyRead,
     StudyUpdate,
 )
 from hpo_service.api.schemas.trials import BestRead, TrialRead
 from hpo_service.domain import StudyState
-from hpo_service.services import scaling, studies
+from hpo_service.services import refine, scaling, studies
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
 
@@ -116,3 +124,30 @@ def extrapolate(
         db, principal, study_id, target=body.target, trial_id=body.trial_id
     )
     return ExtrapolationRead.model_validate(result.to_json())
+
+
+@router.post("/{study_id}/refine", status_code=status.HTTP_201_CREATED, response_model=StudyRead)
+def refine_study(
+    study_id: str,
+    db: DatabaseDep,
+    principal: ClientDep,
+    now: NowDep,
+    body: RefineRequest | None = None,
+) -> StudyRead:
+    """Create a per-module child study seeded from this study's best trial.
+
+    The child has the same family, objective and ``scale``; its space splits the parent's
+    global names (``lr``, ``init_std``) into per-role names ranged around the best value,
+    with the best queued as its first trial. 409 ``no-completed-trial`` before any trial
+    completes; 422 when the study has no ``scale`` or no global name to split.
+    """
+    b = body or RefineRequest()
+    request = refine.Refinement(
+        name=b.name,
+        roles=b.roles,
+        span_octaves=b.span_octaves,
+        algorithm=b.algorithm,
+        max_trials=b.max_trials,
+        keep_global=b.keep_global,
+    )
+    return StudyRead.of(refine.refine_study(db, principal, study_id, request, now=now))

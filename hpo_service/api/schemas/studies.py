@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from hpo_service.domain import Objective, OutcomeConstraint, SearchSpace, Study
+from hpo_service.services.refine import DEFAULT_ALGORITHM, DEFAULT_SPAN_OCTAVES
 from hpo_service.services.transfer import effective_space, public_transfer
 
 __all__ = [
     "ExtrapolateRequest",
     "ExtrapolationRead",
+    "RefineRequest",
     "RuleRead",
     "StudyCreate",
     "StudyRead",
@@ -21,6 +23,7 @@ __all__ = [
 ]
 
 _LABEL = Field(min_length=1, max_length=256)
+_RoleName = Annotated[str, Field(min_length=1, max_length=100)]
 
 
 class TransferSpec(BaseModel):
@@ -123,6 +126,41 @@ class StudyRead(BaseModel):
             updated_at=study.updated_at,
             trial_counts=study.trial_counts,
         )
+
+
+class RefineRequest(BaseModel):
+    """``POST /v1/studies/{id}/refine``: a per-module child seeded from the study's best.
+
+    Every field is optional; an empty body derives the default per-module set.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(
+        None, min_length=1, max_length=256, description="Default: '<parent name> (per-module)'."
+    )
+    roles: dict[str, Annotated[list[_RoleName], Field(max_length=32)]] | None = Field(
+        None,
+        max_length=16,
+        description="Bare name -> roles to derive `<name>.<role>` for (e.g. "
+        '`{"lr": ["embedding", "hidden.attn_qkv"]}`); bare names not listed stay global. '
+        "Default: lr per in-block matrix plus embedding, readout and norm; init_std/init_var "
+        "per hidden, embedding and readout (MoE: experts and router too).",
+    )
+    span_octaves: float = Field(
+        DEFAULT_SPAN_OCTAVES,
+        gt=0,
+        le=10,
+        description="Half-width, in octaves, of each derived log-scaled range around the "
+        "parent's best; not clipped to the parent's bounds.",
+    )
+    algorithm: str = Field(DEFAULT_ALGORITHM, min_length=1, max_length=64)
+    max_trials: int | None = Field(None, ge=1)
+    keep_global: bool = Field(
+        True,
+        description="Keep each derived bare name, pinned at the parent's best (a one-value "
+        "ordinal), for the roles the child does not name.",
+    )
 
 
 class ExtrapolateRequest(BaseModel):

@@ -130,7 +130,12 @@ def cmd_extrapolate(args: argparse.Namespace) -> int:
     admin = Principal(key_id="cli", role=Role.ADMIN, tenant="cli")
     try:
         result = scaling.extrapolate_trial(
-            db, admin, args.study, target=_parse_target(args.target), trial_id=args.trial
+            db,
+            admin,
+            args.study,
+            target=_parse_target(args.target),
+            trial_id=args.trial,
+            use_ladder=args.ladder,
         )
     except HPOError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
@@ -174,6 +179,13 @@ def _parser() -> argparse.ArgumentParser:
     extra.add_argument("--study", required=True, help="study id")
     extra.add_argument("--target", required=True, help="e.g. width=4096,depth=32,batch_size=512")
     extra.add_argument("--trial", help="trial id (default: the study's best)")
+    extra.add_argument(
+        "--ladder",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="apply the family ladder's drifts and verdicts (default: when the family "
+        "holds more than one proxy shape)",
+    )
     db_arg(extra)
     extra.set_defaults(func=cmd_extrapolate)
 

@@ -129,6 +129,8 @@ class ProxyResult:
             ``top_hessian_eig`` when asked for.
         cost: ``wall_seconds``, ``gpu_seconds`` (0 on CPU), ``tokens_per_s``.
         curve: (step, training loss) at every measurement.
+        val_curve: (step, validation loss) every ``validate_every`` steps, when asked:
+            the same fixed windows at every point, so curves of different runs compare.
         diverged: the loss became non-finite or exploded; report the trial infeasible.
         stopped_early: ``on_measurement`` asked to stop.
     """
@@ -137,6 +139,7 @@ class ProxyResult:
     cost: dict[str, float]
     curve: list[tuple[int, float]] = field(default_factory=list)
     diverged: bool = False
+    val_curve: list[tuple[int, float]] = field(default_factory=list)
     stopped_early: bool = False
 
 
@@ -223,6 +226,8 @@ def run_proxy(
     device: str | None = None,
     data_seed: int | None = None,
     seq_len: int | None = None,
+    validate_every: int | None = None,
+    validation_windows: int | None = None,
 ) -> ProxyResult:
     """Train a built-in proxy once and report its validation loss.
 
@@ -241,6 +246,10 @@ def run_proxy(
         device: ``cuda``/``cpu``; default CUDA when present.
         data_seed: seeds the batch order; fixing it gives every trial the same batches.
         seq_len: context length of the character proxies (default 64 on CPU, 256 on CUDA).
+        validate_every: also record the validation loss every this many steps (``val_curve``),
+            which is what a speed-up in steps is read from.
+        validation_windows: windows of the final validation loss of the character proxies
+            (default 256); more windows, less noise in the objective.
 
     Returns:
         Metrics, cost, the loss curve, and whether the run diverged or stopped early.
@@ -270,6 +279,7 @@ def run_proxy(
     curve: list[tuple[int, float]] = []
     diverged = stopped = False
     first: float | None = None
+    val_curve: list[tuple[int, float]] = []
     for step in range(steps):
         factor = _schedule(schedule, step, steps, warmup)
         for group in optimizer.param_groups:
@@ -286,6 +296,8 @@ def run_proxy(
             nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
         losses.append(value)
+        if validate_every and ((step + 1) % validate_every == 0 or step + 1 == steps):
+            val_curve.append((step + 1, _validate(model, source, dev)))
         if (step + 1) % every == 0 or step + 1 == steps:
             recent = sum(losses[-every:]) / len(losses[-every:])
             curve.append((step + 1, recent))
@@ -300,7 +312,7 @@ def run_proxy(
         tail = losses[-max(1, len(losses) // 10) :]
         metrics["train_loss"] = sum(tail) / len(tail)
     if not diverged:
-        metrics["val_loss"] = _validate(model, source, dev)
+        metrics["val_loss"] = _validate(model, source, dev, windows=validation_windows)
         if not math.isfinite(metrics["val_loss"]):
             diverged = True
             del metrics["val_loss"]
@@ -315,7 +327,9 @@ def run_proxy(
         "gpu_seconds": wall if dev.type == "cuda" else 0.0,
         "tokens_per_s": tokens / wall if wall > 0 else 0.0,
     }
-    return ProxyResult(metrics, cost, curve, diverged, stopped)
+    return ProxyResult(
+        metrics, cost, curve, diverged=diverged, stopped_early=stopped, val_curve=val_curve
+    )
 
 
 def _data(
@@ -335,9 +349,18 @@ def _data(
 
 @torch.no_grad()
 def _validate(
-    model: nn.Module, source: TeacherStudent | Digits | CharCorpus | CharContext, dev: torch.device
+    model: nn.Module,
+    source: TeacherStudent | Digits | CharCorpus | CharContext,
+    dev: torch.device,
+    *,
+    windows: int | None = None,
 ) -> float:
     model.eval()
-    loss = float(_loss(model, source.validation(), dev))
+    batch = (
+        source.validation(windows)
+        if windows is not None and isinstance(source, CharCorpus)
+        else source.validation()
+    )
+    loss = float(_loss(model, batch, dev))
     model.train()
     return loss

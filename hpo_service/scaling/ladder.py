@@ -9,7 +9,10 @@ hyperparameter the diagnostics
    shape, so that a perfectly transferring hyperparameter gives the same number at every
    rung whatever base shape each study used;
 3. fit log(mapped optimum) against log(scale) by least squares: the slope is the *drift
-   exponent* the rules fail to explain (0 = transfers);
+   exponent* the rules fail to explain (0 = transfers). Each parameter is fitted on the
+   studies that hold it, against every shape axis that varies among them (jointly, when
+   width and depth both vary), so that a family may mix a global study, depth rungs of its
+   learning rate and width rungs of a per-module study;
 4. bootstrap the trials of every study to get a confidence interval of the slope;
 5. decide: ``transfers`` when the whole interval lies within ±tolerance, ``drifts`` when it
    excludes 0, ``insufficient-data`` otherwise or when there are too few rungs or trials.
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from hpo_service.domain.shape import ModelShape, parse_shape
 from hpo_service.domain.space import ParamValue
@@ -104,6 +107,22 @@ class ParameterDrift(BaseModel):
     points: list[LadderPoint]
     trend: Trend | None = None
     note: str = ""
+    exponents: dict[str, float] = Field(default_factory=dict)
+    intervals: dict[str, tuple[float, float]] = Field(default_factory=dict)
+
+    def drift_factor(self, base: ModelShape, target: ModelShape) -> float:
+        """The factor the fitted drift adds on top of the rules from ``base`` to ``target``.
+
+        ``Π_axis (target_axis / base_axis) ** exponent`` over the fitted axes; 1 where an
+        axis is missing from either shape, or nothing was fitted.
+        """
+        log_factor = 0.0
+        for axis, slope in self.exponents.items():
+            b, t = getattr(base, axis), getattr(target, axis)
+            if b and t:
+                log_factor += slope * (math.log(int(t)) - math.log(int(b)))
+        # Betas are fitted on log(1 − β): for them the factor applies to 1 − β.
+        return math.exp(log_factor)
 
 
 class LadderReport(BaseModel):
@@ -231,11 +250,10 @@ def ladder_diagnostics(
             parameters=[],
             warnings=["no studies in the family"],
         )
-    axis = axis or _pick_axis(rungs, warnings)
-    usable = [r for r in rungs if getattr(r.config.proxy, axis) is not None]
-    usable.sort(key=lambda r: int(getattr(r.config.proxy, axis)))
+    report_axis = axis or _pick_axis(rungs, warnings)
+    usable = [r for r in rungs if getattr(r.config.proxy, report_axis) is not None]
+    usable.sort(key=lambda r: _size(r.config.proxy))
     ref = usable[0].config.proxy if usable else rungs[0].config.proxy
-    names = _shared_numeric(usable)
     rng = np.random.default_rng(seed)
     tgt = (
         parse_shape(
@@ -244,13 +262,30 @@ def ladder_diagnostics(
         if target is not None
         else None
     )
+    # Each parameter is fitted on the rungs that hold it: a family may mix a global study,
+    # depth rungs of its LR and width rungs of a per-module study, which share no name.
+    pool = usable if axis is not None else rungs
     params = [
-        _diagnose(name, usable, axis, ref, top_fraction, n_boot, tolerance, rng, tgt)
-        for name in names
+        _diagnose(
+            name,
+            sorted((r for r in pool if _holds(r, name)), key=lambda r: _size(r.config.proxy)),
+            axis,
+            top_fraction,
+            n_boot,
+            tolerance,
+            rng,
+            tgt,
+        )
+        for name in _numeric_names(pool)
     ]
     return LadderReport(
-        axis=axis, reference=ref.axes(), studies=ids, parameters=params, warnings=warnings
+        axis=report_axis, reference=ref.axes(), studies=ids, parameters=params, warnings=warnings
     )
+
+
+def _size(shape: ModelShape) -> tuple[int, ...]:
+    """Sort key: smaller models first (width, then depth, batch and tokens)."""
+    return tuple(int(getattr(shape, a) or 0) for a in _AXES)
 
 
 def _pick_axis(rungs: Sequence[_Rung], warnings: list[str]) -> str:
@@ -265,37 +300,61 @@ def _pick_axis(rungs: Sequence[_Rung], warnings: list[str]) -> str:
         warnings.append(
             "several axes vary across the ladder ("
             + ", ".join(varying)
-            + "); the fit attributes all drift to the one that varies most"
+            + "); each parameter is fitted jointly on the axes that vary among its studies"
         )
     return max(ranges, key=lambda a: ranges[a]) if ranges else "width"
 
 
-def _shared_numeric(rungs: Sequence[_Rung]) -> list[str]:
-    if not rungs:
-        return []
-    common: set[str] | None = None
-    for r in rungs:
-        names = {
+def _holds(rung: _Rung, name: str) -> bool:
+    return any(isinstance(p.get(name), int | float) for p in rung.params)
+
+
+def _numeric_names(rungs: Sequence[_Rung]) -> list[str]:
+    return sorted(
+        {
             k
+            for r in rungs
             for p in r.params
             for k, v in p.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
-        common = names if common is None else common & names
-    return sorted(common or set())
+    )
+
+
+def _varying_axes(rungs: Sequence[_Rung]) -> list[str]:
+    """Axes every rung states and that take more than one value, widest range first."""
+    spans: dict[str, float] = {}
+    for a in _AXES:
+        sizes = [getattr(r.config.proxy, a) for r in rungs]
+        if all(x is not None for x in sizes) and len(set(sizes)) > 1:
+            spans[a] = math.log(max(sizes)) - math.log(min(sizes))
+    return sorted(spans, key=lambda a: -spans[a])
+
+
+def _insufficient(name: str, note: str) -> ParameterDrift:
+    return ParameterDrift(
+        param=name,
+        verdict="insufficient-data",
+        drift_exponent=None,
+        ci=None,
+        points=[],
+        note=note,
+    )
 
 
 def _diagnose(
     name: str,
     rungs: Sequence[_Rung],
-    axis: str,
-    ref: ModelShape,
+    axis: str | None,
     top_fraction: float,
     n_boot: int,
     tolerance: float,
     rng: np.random.Generator,
     target: ModelShape | None,
 ) -> ParameterDrift:
+    if not rungs:
+        return _insufficient(name, "no study holds it")
+    ref = rungs[0].config.proxy
     data = []
     for r in rungs:
         rows = [
@@ -309,62 +368,70 @@ def _diagnose(
         logs = np.array([x for x, _ in rows])
         vals = np.array([v for _, v in rows])
         shift = _rule_log_factor(name, r.config.base_shape, ref, r.config)
-        data.append((r, logs, vals, shift, math.log(int(getattr(r.config.proxy, axis)))))
-    scales = {d[4] for d in data}
-    if len(data) < 2 or len(scales) < 2:
-        return ParameterDrift(
-            param=name,
-            verdict="insufficient-data",
-            drift_exponent=None,
-            ci=None,
-            points=[],
-            note=f"needs ≥2 rungs at different scales with ≥{_MIN_TRIALS} finite trials each",
+        data.append((r, logs, vals, shift))
+    axes = [axis] if axis is not None else _varying_axes([d[0] for d in data])
+    if not axes or len(data) < len(axes) + 1:
+        return _insufficient(
+            name,
+            f"needs more studies than varying axes, each with ≥{_MIN_TRIALS} finite trials, "
+            "at different proxy shapes",
         )
-    xs = np.array([d[4] for d in data])
+    design = np.array(
+        [[1.0, *(math.log(int(getattr(d[0].config.proxy, a))) for a in axes)] for d in data]
+    )
     ys = np.array([_optimum(d[1], d[2], top_fraction) + d[3] for d in data])
-    slope, intercept = np.polyfit(xs, ys, 1)
+    coef = np.linalg.lstsq(design, ys, rcond=None)[0]
     boots = []
     for _ in range(n_boot):
         yb = []
-        for _r, logs, vals, shift, _x in data:
+        for _r, logs, vals, shift in data:
             idx = rng.integers(0, len(vals), len(vals))
             yb.append(_optimum(logs[idx], vals[idx], top_fraction) + shift)
-        boots.append(np.polyfit(xs, np.array(yb), 1)[0])
-    lo, hi = (float(q) for q in np.percentile(boots, [2.5, 97.5]))
+        boots.append(np.linalg.lstsq(design, np.array(yb), rcond=None)[0][1:])
+    quantiles = np.percentile(np.array(boots), [2.5, 97.5], axis=0)
+    intervals = {a: (float(quantiles[0, i]), float(quantiles[1, i])) for i, a in enumerate(axes)}
+    exponents = {a: float(coef[i + 1]) for i, a in enumerate(axes)}
     verdict: Verdict
-    if -tolerance <= lo and hi <= tolerance:
+    if all(-tolerance <= lo and hi <= tolerance for lo, hi in intervals.values()):
         verdict = "transfers"
-    elif lo > 0 or hi < 0:
+    elif any(lo > 0 or hi < 0 for lo, hi in intervals.values()):
         verdict = "drifts"
     else:
         verdict = "insufficient-data"
+    main = axes[0]
     points = [
         LadderPoint(
             study_id=d[0].study_id,
-            scale=round(math.exp(d[4])),
+            scale=int(getattr(d[0].config.proxy, main)),
             optimum=_back(name, _optimum(d[1], d[2], top_fraction)),
             mapped_optimum=_back(name, float(y)),
             n_trials=len(d[2]),
         )
         for d, y in zip(data, ys, strict=True)
     ]
-    trend = None
-    if verdict == "drifts" and target is not None and getattr(target, axis) is not None:
-        trend = _trend(name, float(slope), float(intercept), xs, ys, axis, ref, rungs[0], target)
-    note = {
-        "transfers": "optimum stays put under the rules",
-        "drifts": f"optimum moves as {axis}^{slope:+.2f} beyond what the rules predict",
-        "insufficient-data": "confidence interval too wide to decide",
-    }[verdict]
-    return ParameterDrift(
+    drift = ParameterDrift(
         param=name,
         verdict=verdict,
-        drift_exponent=float(slope),
-        ci=(lo, hi),
+        drift_exponent=exponents[main],
+        ci=intervals[main],
         points=points,
-        trend=trend,
-        note=note,
+        note=_note(verdict, exponents),
+        exponents=exponents,
+        intervals=intervals,
     )
+    if verdict == "drifts" and target is not None and getattr(target, main) is not None:
+        trend = _trend(name, drift, float(ys[0]), ref, rungs[0], target)
+        drift = drift.model_copy(update={"trend": trend})
+    return drift
+
+
+def _note(verdict: Verdict, exponents: Mapping[str, float]) -> str:
+    if verdict == "transfers":
+        return "optimum stays put under the rules"
+    if verdict == "insufficient-data":
+        return "confidence interval too wide to decide"
+    moves = " · ".join(f"{a}^{b:+.2f}" for a, b in exponents.items())
+    return f"optimum moves as {moves} beyond what the rules predict"
 
 
 def _back(name: str, log_value: float) -> float:
@@ -374,23 +441,21 @@ def _back(name: str, log_value: float) -> float:
 
 def _trend(
     name: str,
-    slope: float,
-    intercept: float,
-    xs: np.ndarray,
-    ys: np.ndarray,
-    axis: str,
+    drift: ParameterDrift,
+    ref_log: float,
     ref: ModelShape,
     rung: _Rung,
     target: ModelShape,
 ) -> Trend:
-    xt = math.log(int(getattr(target, axis)))
-    # The plain rule carries the smallest rung's optimum; the trend carries the fit.
-    rule_log = float(ys[0]) + _rule_log_factor(name, ref, target, rung.config)
-    trend_log = intercept + slope * xt + _rule_log_factor(name, ref, target, rung.config)
+    """The smallest rung's optimum carried to ``target`` by the rule, and by rule + drift."""
+    rule_log = ref_log + _rule_log_factor(name, ref, target, rung.config)
+    trend_log = rule_log + math.log(drift.drift_factor(ref, target))
+    main = next(iter(drift.exponents))
+    moves = " · ".join(f"{a}^{b:+.2f}" for a, b in drift.exponents.items())
     return Trend(
-        target_scale=int(getattr(target, axis)),
+        target_scale=int(getattr(target, main)),
         rule_value=_back(name, rule_log),
         trend_value=_back(name, trend_log),
-        note=f"extrapolated the fitted trend ({axis}^{slope:+.2f} on top of the "
+        note=f"extrapolated the fitted trend ({moves} on top of the "
         f"{rung.config.parameterization} rules) instead of the plain rule",
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from hpo_service.db.database import Database
 from hpo_service.db.mapping import study_config, to_trial
@@ -12,6 +15,7 @@ from hpo_service.engine.pareto import best_trial
 from hpo_service.errors import ConflictError, InvalidInputError, TrialNotFoundError
 from hpo_service.scaling.extrapolate import ExtrapolationResult, extrapolate
 from hpo_service.scaling.ladder import LadderReport, LadderStudy, LadderTrial, ladder_diagnostics
+from hpo_service.scaling.ladder_correction import extrapolate_with_ladder
 from hpo_service.services.access import visible_study, visible_trial
 
 __all__ = ["extrapolate_trial", "family_ladder"]
@@ -24,8 +28,16 @@ def extrapolate_trial(
     *,
     target: dict[str, Any],
     trial_id: str | None = None,
+    use_ladder: bool | None = None,
 ) -> ExtrapolationResult:
     """The values to use at ``target`` for a trial of the study (default: its best).
+
+    ``use_ladder`` applies the family ladder (``scaling/ladder_correction.py``): fitted
+    drifts on top of the rules, and per-role values only where the ladder says they
+    transfer, the rest kept at the global values of the study this one refined
+    (``metadata.parent_study`` / ``refined_from_trial``). ``None`` (the default) uses it
+    whenever the study's family holds studies at more than one proxy shape, because
+    that is when there is something measured to correct the rules with.
 
     Raises:
         InvalidInputError: the study has no ``scale`` configuration, or the target is bad.
@@ -50,7 +62,56 @@ def extrapolate_trial(
             if best is None or best.state is not TrialState.COMPLETED:
                 raise ConflictError("no completed trial yet; name one with 'trial_id'")
             params = dict(best.params)
-    return extrapolate(params, config.scale, target, params_loc=("trial", "params"))
+        family = study.family
+        parent_params = _refined_from(session, principal, dict(study.meta or {}))
+        if use_ladder is None:
+            use_ladder = family is not None and _proxy_shapes(session, principal, family) > 1
+    if not use_ladder or family is None:
+        return _plain(params, config.scale, target, use_ladder, family)
+    report = family_ladder(db, principal, family, target=target or None)
+    return extrapolate_with_ladder(
+        params,
+        config.scale,
+        target,
+        report,
+        parent_params=parent_params,
+        params_loc=("trial", "params"),
+    )
+
+
+def _plain(
+    params: dict[str, Any],
+    scale: Any,
+    target: dict[str, Any],
+    use_ladder: bool | None,
+    family: str | None,
+) -> ExtrapolationResult:
+    result = extrapolate(params, scale, target, params_loc=("trial", "params"))
+    if use_ladder and family is None:
+        note = "use_ladder: the study has no family, so there is no ladder; plain rules used"
+        return result.model_copy(update={"warnings": [*result.warnings, note]})
+    return result
+
+
+def _proxy_shapes(session: Session, principal: Principal, family: str) -> int:
+    """How many distinct proxy shapes the family's visible scaled studies use."""
+    tenant = None if principal.is_admin else principal.tenant
+    rows = StudyRepository(session).in_family(family, tenant=tenant)
+    return len({json.dumps(r.scale.get("proxy"), sort_keys=True) for r in rows if r.scale})
+
+
+def _refined_from(
+    session: Session, principal: Principal, metadata: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The parameters of the parent trial a per-module study refined, if it names one."""
+    trial_id = metadata.get("refined_from_trial")
+    if not isinstance(trial_id, str):
+        return None
+    try:
+        row, _owner = visible_trial(session, principal, trial_id)
+    except TrialNotFoundError:
+        return None
+    return dict(row.params)
 
 
 def family_ladder(

@@ -121,7 +121,12 @@ def extrapolate(
 ) -> ExtrapolationRead:
     """Map a trial's per-module values (default: the best trial's) to a target shape."""
     result = scaling.extrapolate_trial(
-        db, principal, study_id, target=body.target, trial_id=body.trial_id
+        db,
+        principal,
+        study_id,
+        target=body.target,
+        trial_id=body.trial_id,
+        use_ladder=body.use_ladder,
     )
     return ExtrapolationRead.model_validate(result.to_json())
 

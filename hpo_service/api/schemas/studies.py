@@ -170,6 +170,11 @@ class ExtrapolateRequest(BaseModel):
 
     target: dict[str, Any] = Field(default_factory=dict)
     trial_id: str | None = None
+    use_ladder: bool | None = Field(
+        default=None,
+        description="apply the family ladder's fitted drifts and transfer verdicts; "
+        "default: whenever the family holds studies at more than one proxy shape",
+    )
 
 
 class RuleRead(BaseModel):

@@ -189,7 +189,9 @@ def _optimum(logs: np.ndarray, values: np.ndarray, top_fraction: float) -> float
     order = np.argsort(values)
     half = order[: max(5, len(values) // 2)]
     x, y = logs[half], values[half]
-    if np.ptp(x) > 0 and len(x) >= 5:
+    # A parabola needs three distinct abscissae; trials that pin the value (a per-module
+    # study's fixed global, a bootstrap sample of few values) fall through to the mean.
+    if len(np.unique(np.round(x, 9))) >= 3 and len(x) >= 5:
         a, b, _ = np.polyfit(x, y, 2)
         if a > 0 and x.min() <= -b / (2 * a) <= x.max():
             return float(-b / (2 * a))
@@ -199,6 +201,71 @@ def _optimum(logs: np.ndarray, values: np.ndarray, top_fraction: float) -> float
     spread = float(np.std(top)) or 1.0
     w = np.exp(-(top - top.min()) / spread)
     return float(np.sum(w * logs[idx]) / np.sum(w))
+
+
+def _columns(rung: _Rung, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``name``'s log-values, the objective, and the other varying log-parameters.
+
+    Returns:
+        ``logs`` (n,), ``values`` (n,) and ``others`` (n × k): one row per trial that holds
+        a usable value of ``name``; the columns are the study's other numeric parameters
+        that every such trial holds and that vary.
+    """
+    keep = []
+    for p, v in zip(rung.params, rung.values, strict=True):
+        raw = p.get(name)
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            lg = _transform(name, float(raw))
+            if lg is not None:
+                keep.append((lg, float(v), p))
+    logs = np.array([k[0] for k in keep])
+    values = np.array([k[1] for k in keep])
+    cols = []
+    for other in _numeric_names([rung]):
+        if other == name:
+            continue
+        col = [
+            _transform(other, float(x))
+            if isinstance(x := p.get(other), int | float) and not isinstance(x, bool)
+            else None
+            for _, _, p in keep
+        ]
+        if all(c is not None for c in col) and len({round(float(c or 0), 9) for c in col}) > 1:
+            cols.append([float(c or 0) for c in col])
+    others = np.array(cols).T if cols else np.zeros((len(keep), 0))
+    return logs, values, others
+
+
+def _estimate(
+    logs: np.ndarray, values: np.ndarray, others: np.ndarray, top_fraction: float
+) -> float:
+    """A study's best log-value of one parameter, allowing for the others it varied.
+
+    A per-module search moves a dozen values at once, so the loss against any one of them
+    carries the others' effects as noise: the marginal parabola of ``_optimum`` then puts
+    a role's optimum wherever the luckiest trials happen to lie. A separable quadratic in
+    all the varying log-parameters, fitted jointly by (lightly ridged) least squares, takes
+    the others' effects out; its vertex along ``logs`` is the estimate when the fit is
+    convex there and the vertex lies inside the trials' range. Otherwise (too few trials
+    for the columns, a concave or out-of-range fit) the marginal estimate stands in.
+    """
+    k = others.shape[1]
+    n = len(values)
+    if k and n >= 2 * (k + 1) + 3 and len(np.unique(np.round(logs, 9))) >= 3:
+        x = np.column_stack([logs, others])
+        mean, sd = x.mean(axis=0), x.std(axis=0)
+        sd[sd == 0] = 1.0
+        z = (x - mean) / sd
+        design = np.column_stack([np.ones(n), z, z**2])
+        ridge = 1e-3 * np.eye(design.shape[1])
+        ridge[0, 0] = 0.0
+        coef = np.linalg.solve(design.T @ design + ridge, design.T @ values)
+        a, b = coef[1 + (k + 1)], coef[1]
+        if a > 0:
+            vertex = mean[0] - b / (2 * a) * sd[0]
+            if logs.min() <= vertex <= logs.max():
+                return float(vertex)
+    return _optimum(logs, values, top_fraction)
 
 
 def ladder_diagnostics(
@@ -357,18 +424,11 @@ def _diagnose(
     ref = rungs[0].config.proxy
     data = []
     for r in rungs:
-        rows = [
-            (_transform(name, float(p[name])), v)
-            for p, v in zip(r.params, r.values, strict=True)
-            if name in p and isinstance(p[name], int | float)
-        ]
-        rows = [(lg, v) for lg, v in rows if lg is not None]
-        if len(rows) < _MIN_TRIALS:
+        logs, vals, others = _columns(r, name)
+        if len(vals) < _MIN_TRIALS:
             continue
-        logs = np.array([x for x, _ in rows])
-        vals = np.array([v for _, v in rows])
         shift = _rule_log_factor(name, r.config.base_shape, ref, r.config)
-        data.append((r, logs, vals, shift))
+        data.append((r, logs, vals, shift, others))
     axes = [axis] if axis is not None else _varying_axes([d[0] for d in data])
     if not axes or len(data) < len(axes) + 1:
         return _insufficient(
@@ -379,14 +439,14 @@ def _diagnose(
     design = np.array(
         [[1.0, *(math.log(int(getattr(d[0].config.proxy, a))) for a in axes)] for d in data]
     )
-    ys = np.array([_optimum(d[1], d[2], top_fraction) + d[3] for d in data])
+    ys = np.array([_estimate(d[1], d[2], d[4], top_fraction) + d[3] for d in data])
     coef = np.linalg.lstsq(design, ys, rcond=None)[0]
     boots = []
     for _ in range(n_boot):
         yb = []
-        for _r, logs, vals, shift in data:
+        for _r, logs, vals, shift, others in data:
             idx = rng.integers(0, len(vals), len(vals))
-            yb.append(_optimum(logs[idx], vals[idx], top_fraction) + shift)
+            yb.append(_estimate(logs[idx], vals[idx], others[idx], top_fraction) + shift)
         boots.append(np.linalg.lstsq(design, np.array(yb), rcond=None)[0][1:])
     quantiles = np.percentile(np.array(boots), [2.5, 97.5], axis=0)
     intervals = {a: (float(quantiles[0, i]), float(quantiles[1, i])) for i, a in enumerate(axes)}
@@ -403,7 +463,7 @@ def _diagnose(
         LadderPoint(
             study_id=d[0].study_id,
             scale=int(getattr(d[0].config.proxy, main)),
-            optimum=_back(name, _optimum(d[1], d[2], top_fraction)),
+            optimum=_back(name, _estimate(d[1], d[2], d[4], top_fraction)),
             mapped_optimum=_back(name, float(y)),
             n_trials=len(d[2]),
         )

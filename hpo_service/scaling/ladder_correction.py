@@ -8,7 +8,9 @@ value settles across widths at all. ``extrapolate_with_ladder`` uses both:
 
 1. **Drift.** A hyperparameter with a fitted drift is carried to the target by the rule
    *and* the fit: its base value is multiplied by ``Π (target/base)^exponent`` before the
-   rules apply. A per-role name without a fit of its own (``lr.hidden.attn_qkv``) takes
+   rules apply. A ``transfers`` verdict means the rules suffice, so nothing is added; a
+   fit whose interval still covers 0 (``insufficient-data``) is applied at its point
+   estimate, the best guess there is for a global value, which has nothing to fall back on. A per-role name without a fit of its own (``lr.hidden.attn_qkv``) takes
    the drift of its bare name (``lr``): the global LR's drift moves every LR with it.
 2. **Verdicts.** A per-role value found by a per-module study is handed out only when the
    ladder says it ``transfers``. When it drifts or the data cannot tell, the role is kept
@@ -49,7 +51,10 @@ def _number(value: ParamValue | None) -> float | None:
 
 
 def _fitted(drift: ParameterDrift | None) -> ParameterDrift | None:
-    return drift if drift is not None and drift.exponents else None
+    """The drift to apply: a fit the rules do not already explain (not ``transfers``)."""
+    if drift is None or not drift.exponents or drift.verdict == "transfers":
+        return None
+    return drift
 
 
 def _scaled(hparam: str, value: float, factor: float) -> float:

@@ -330,7 +330,17 @@ def run_study(
     return {"trial_id": best["id"], "params": best["params"], "finalist_loss": loss}
 
 
-def create_study(svc: Service, body: dict[str, Any]) -> str:
+def create_study(
+    svc: Service,
+    base: dict[str, Any],
+    name: str,
+    family: str | None,
+    space: dict[str, Any],
+    algorithm: str,
+    scale: dict[str, Any],
+) -> str:
+    body = {**base, "name": name, "family": family, "space": space}
+    body |= {"algorithm": algorithm, "scale": scale}
     return str(svc.call("POST", "/v1/studies", body)["id"])
 
 
@@ -345,14 +355,16 @@ def search(size: Size, runner: Runner, workdir: pathlib.Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     t0 = time.time()
     print("global study (a) at the proxy", flush=True)
-    gid = create_study(svc, {**base, "name": "global", "family": family, "space": global_space(size),
-                             "algorithm": "gp", "scale": _scale("completep", size, size.proxy)})  # fmt: skip
+    gid = create_study(
+        svc, base, "global", family, global_space(size), "gp", _scale("completep", size, size.proxy)
+    )
     out["a"] = run_study(
         svc, runner, size, gid, size.proxy, "completep", size.global_trials, {}, "a"
     )
     print("SP control study (d)", flush=True)
-    sid = create_study(svc, {**base, "name": "global-sp", "space": global_space(size),
-                             "algorithm": "gp", "scale": _scale("sp", size, size.proxy)})  # fmt: skip
+    sid = create_study(
+        svc, base, "global-sp", None, global_space(size), "gp", _scale("sp", size, size.proxy)
+    )
     out["d"] = run_study(svc, runner, size, sid, size.proxy, "sp", size.global_trials, {}, "d")
     print("per-module study (b) from (a), POST /refine", flush=True)
     child = svc.call("POST", f"/v1/studies/{gid}/refine", {"max_trials": size.refine_trials})
@@ -374,8 +386,9 @@ def search(size: Size, runner: Runner, workdir: pathlib.Path) -> dict[str, Any]:
         print(f"depth rung {wd}: global LR around (a)'s, others fixed", flush=True)
         lr = float(a_best["lr"])
         space = {"parameters": [_log("lr", lr * 2.0**-2, lr * 2.0**2)]}
-        rid_ = create_study(svc, {**base, "name": f"lr-rung-d{wd[1]}", "family": family, "space": space,
-                                  "algorithm": "gp", "scale": _scale("completep", size, wd)})  # fmt: skip
+        rid_ = create_study(
+            svc, base, f"lr-rung-d{wd[1]}", family, space, "gp", _scale("completep", size, wd)
+        )
         fixed = _mapped({k: v for k, v in a_best.items() if k != "lr"}, size, size.proxy, wd)
         run_study(
             svc, runner, size, rid_, wd, "completep", size.rung_trials, fixed, f"rung d{wd[1]}"
@@ -387,7 +400,7 @@ def search(size: Size, runner: Runner, workdir: pathlib.Path) -> dict[str, Any]:
         names = [
             p["name"]
             for p in child["space"]["parameters"]
-            if p.get("scale") == "log" and p.get("type") == "float"
+            if p.get("scale") == "log" and p.get("type") == "float" and p["name"] in mapped_b
         ]
         space = {
             "parameters": [
@@ -395,8 +408,15 @@ def search(size: Size, runner: Runner, workdir: pathlib.Path) -> dict[str, Any]:
                 for n in names
             ]
         }
-        wid = create_study(svc, {**base, "name": f"module-rung-w{wd[0]}", "family": family, "space": space,
-                                 "algorithm": "local", "scale": _scale("completep", size, wd)})  # fmt: skip
+        wid = create_study(
+            svc,
+            base,
+            f"module-rung-w{wd[0]}",
+            family,
+            space,
+            "local",
+            _scale("completep", size, wd),
+        )
         svc.call("POST", f"/v1/studies/{wid}/trials", {"params": {n: mapped_b[n] for n in names}})
         fixed = {k: v for k, v in mapped_b.items() if k not in names}
         run_study(
@@ -405,9 +425,13 @@ def search(size: Size, runner: Runner, workdir: pathlib.Path) -> dict[str, Any]:
     target = {"width": size.target[0], "depth": size.target[1]}
     out["ladder"] = svc.call("GET", f"/v1/families/{family}/ladder")
     ex = {
-        arm: svc.call("POST", f"/v1/studies/{sid_}/extrapolate", {"target": target, "use_ladder": False, "trial_id": out[arm]["trial_id"]})
+        arm: svc.call(
+            "POST",
+            f"/v1/studies/{sid_}/extrapolate",
+            {"target": target, "use_ladder": False, "trial_id": out[arm]["trial_id"]},
+        )
         for arm, sid_ in (("a", gid), ("b", rid), ("d", sid))
-    }  # fmt: skip
+    }
     ex["c"] = svc.call(
         "POST",
         f"/v1/studies/{rid}/extrapolate",
@@ -711,9 +735,8 @@ def table(name: str, r: dict[str, Any]) -> None:
     print(f"  LR error (c over o):        {r['lr_error_octaves']:+.2f} octave")
     print(f"  never worse (c − a):       {f(r['never_worse'])}")
     print(f"  per-module (b − a):        {f(r['per_module_minus_global'])}")
-    print(
-        f"  speed-up S ({r['best_arm']}):          {r['speedup']:.2f} [{r['speedup_ci'][0]:.2f}, {r['speedup_ci'][1]:.2f}]"
-    )
+    lo, hi = r["speedup_ci"]
+    print(f"  speed-up S ({r['best_arm']}):          {r['speedup']:.2f} [{lo:.2f}, {hi:.2f}]")
     print(f"  compressed − global:       {f(r['compressed_minus_global'])}")
     print(f"  (a) LR ×2^-1/×1/×2^+1 at target: {r['a_fairly_tuned']}")
     print(f"  Δ (b − a) by shape: {r.get('shape_ladder')}")

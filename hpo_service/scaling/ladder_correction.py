@@ -10,8 +10,9 @@ value settles across widths at all. ``extrapolate_with_ladder`` uses both:
    *and* the fit: its base value is multiplied by ``Π (target/base)^exponent`` before the
    rules apply. A ``transfers`` verdict means the rules suffice, so nothing is added; a
    fit whose interval still covers 0 (``insufficient-data``) is applied at its point
-   estimate, the best guess there is for a global value, which has nothing to fall back on. A per-role name without a fit of its own (``lr.hidden.attn_qkv``) takes
-   the drift of its bare name (``lr``): the global LR's drift moves every LR with it.
+   estimate, the best guess there is for a global value, which has nothing to fall back
+   on. A per-role name without a fit of its own (``lr.hidden.attn_qkv``) takes the drift
+   of its bare name (``lr``): the global LR's drift moves every LR with it.
 2. **Verdicts.** A per-role value found by a per-module study is handed out only when the
    ladder says it ``transfers``. When it drifts or the data cannot tell, the role is kept
    at its global value (from the parent study the per-module study refined, or the

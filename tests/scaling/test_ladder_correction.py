@@ -59,7 +59,7 @@ def test_global_lr_drift_over_depth_is_carried_to_the_target() -> None:
     ratio = corrected.params["lr.hidden"] / plain.params["lr.hidden"]
     assert math.log2(ratio) == pytest.approx(0.35 * 2, abs=0.2)  # depth 2 -> 8: two octaves
     rule = next(r for r in corrected.rules if r.param == "lr.hidden")
-    assert "ladder" in rule.rule and "fitted drift of 'lr'" in rule.rule
+    assert "ladder: fitted drift of 'lr'" in rule.rule
     assert rule.proxy_value == 0.04
     assert rule.factor == pytest.approx(corrected.params["lr.hidden"] / 0.04)
 
@@ -181,6 +181,6 @@ def test_ladder_plan_doubles_depth_to_the_target_and_adds_two_widths() -> None:
     assert [s.depth for s in odd.depth] == [3, 6, 10]
     assert [s.width for s in odd.width] == []
     same = ladder_plan(ModelShape(width=64, depth=4), ModelShape(width=64, depth=4))
-    assert same.depth == () and same.width == ()
+    assert (same.depth, same.width) == ((), ())
     with pytest.raises(ValueError, match="width and depth"):
         ladder_plan(ModelShape(width=64), ModelShape(width=128, depth=4))

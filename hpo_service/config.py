@@ -15,7 +15,15 @@ DEFAULT_DATABASE_URL = "sqlite:///./hpo.db"
 
 
 class Settings(BaseSettings):
-    """Every knob of the service. Environment: ``HPO_<FIELD>`` (e.g. ``HPO_LEASE_SECONDS``)."""
+    """Every knob of the service. Environment: ``HPO_<FIELD>`` (e.g. ``HPO_LEASE_SECONDS``).
+
+    The revocation window (``auth_cache_seconds``, ``HPO_AUTH_CACHE_SECONDS``): each server
+    process caches verified keys so that heartbeats do not read the database. A key
+    revoked through one process stops working there at once, because the revoking
+    request evicts it from that process's cache; every other process trusts its cached
+    entry until it is ``auth_cache_seconds`` old, so there the revoked key keeps working
+    for up to that long. 0 closes the window at the cost of one database read per request.
+    """
 
     model_config = SettingsConfigDict(env_prefix="HPO_", extra="ignore")
 
@@ -58,8 +66,9 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(
         5.0,
         ge=0,
-        description="How long a process trusts a verified key without asking the database "
-        "(a revoked key stops working within this time; 0 disables the cache).",
+        description="How long a process trusts a verified key without asking the database. "
+        "A revoked key stops at once in the process that revoked it and within this time "
+        "in every other server process; 0 disables the cache.",
     )
     key_hash_secret: SecretStr | None = Field(
         None,

@@ -1,9 +1,12 @@
 """A short-lived, per-process cache of authenticated keys.
 
 Every request authenticates; without a cache that is one database read per heartbeat or
-report, often more than the work itself. Entries live ``ttl`` seconds (default 5), so a
-revoked or expired key stops working within that time in every process. Only a digest of
-the token is kept as the cache key, never the token.
+report, often more than the work itself. Entries live ``ttl`` seconds (default 5,
+``HPO_AUTH_CACHE_SECONDS``). A key revoked through this process is forgotten at once
+(``forget_key``, in the revoking request); other server processes learn of it when their
+entry ages out, so there it keeps working for at most ``ttl`` seconds. An expired key
+stops within ``ttl`` the same way. Only a digest of the token is kept as the cache key,
+never the token.
 """
 
 from __future__ import annotations
@@ -55,6 +58,18 @@ class AuthCache:
             self._entries.move_to_end(self._digest(token))
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+
+    def forget_key(self, key_id: str) -> int:
+        """Drop every entry of the key ``key_id`` (it was just revoked); returns how many.
+
+        Entries are found by the principal they hold, since the cache never keeps the
+        token: a linear scan, fine for an admin action on at most ``max_entries``.
+        """
+        with self._lock:
+            stale = [d for d, (_, p) in self._entries.items() if p.key_id == key_id]
+            for digest in stale:
+                del self._entries[digest]
+        return len(stale)
 
     def clear(self) -> None:
         """Forget everything (e.g. after revoking a key in this process)."""

@@ -1,7 +1,10 @@
 """The server's periodic task: reclaim expired leases and forget old idempotency keys.
 
 It runs in a daemon thread of every server process; the work is idempotent and uses row
-locks (``SKIP LOCKED`` on PostgreSQL), so several processes doing it at once is safe.
+locks (``SKIP LOCKED`` on PostgreSQL, study rows before trial rows like every other
+writer), so several processes doing it at once is safe and none waits on a busy study.
+A reclaim moves trials only through the domain's transitions (``services.leases``), and
+one that fails a study's last unfinished trial completes the study in the same round.
 """
 
 from __future__ import annotations

@@ -20,21 +20,28 @@ from hpo_service.domain.study import (
     StudyConfig,
     StudyState,
     better,
+    budget_spent,
+    has_room,
     objective_value,
+    study_transition,
 )
 from hpo_service.domain.trial import (
     FINISHED_STATES,
     LEASED_STATES,
+    PENDING_STATES,
     Measurement,
     Trial,
     TrialSource,
     TrialState,
     can_transition,
+    sources_for,
+    trial_transition,
 )
 
 __all__ = [
     "FINISHED_STATES",
     "LEASED_STATES",
+    "PENDING_STATES",
     "CategoricalParameter",
     "Condition",
     "FloatParameter",
@@ -57,6 +64,11 @@ __all__ = [
     "TrialSource",
     "TrialState",
     "better",
+    "budget_spent",
     "can_transition",
+    "has_room",
     "objective_value",
+    "sources_for",
+    "study_transition",
+    "trial_transition",
 ]

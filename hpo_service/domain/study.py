@@ -1,4 +1,15 @@
-"""Studies: what is optimised, over which space, by which designer, in which state."""
+"""Studies: what is optimised, over which space, by which designer, in which state.
+
+A study's state machine (``study_transition``)::
+
+    active ⇄ paused
+    active, paused ──by the user, or when the budget is spent──► completed
+    completed ──by the user, with a new budget──► active
+
+A study completes by itself when its ``max_trials`` budget is spent and no trial is
+queued or running (``budget_spent``): the last finish completes it, so workers, the API
+and the dashboard all see that there is nothing left to do.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hpo_service.domain.space import NAME_PATTERN, SearchSpace
+from hpo_service.errors import InvalidTransitionError
 
 __all__ = [
     "Goal",
@@ -20,7 +32,10 @@ __all__ = [
     "StudyConfig",
     "StudyState",
     "better",
+    "budget_spent",
+    "has_room",
     "objective_value",
+    "study_transition",
 ]
 
 Goal = Literal["minimize", "maximize"]
@@ -32,6 +47,67 @@ class StudyState(enum.StrEnum):
     ACTIVE = "active"
     PAUSED = "paused"
     COMPLETED = "completed"
+
+
+# Reopening (completed → active) is in the table but also needs a new budget; see
+# ``study_transition``.
+_TRANSITIONS: dict[StudyState, frozenset[StudyState]] = {
+    StudyState.ACTIVE: frozenset({StudyState.PAUSED, StudyState.COMPLETED}),
+    StudyState.PAUSED: frozenset({StudyState.ACTIVE, StudyState.COMPLETED}),
+    StudyState.COMPLETED: frozenset({StudyState.ACTIVE}),
+}
+
+
+def has_room(max_trials: int | None, engine_created: int) -> bool:
+    """Whether a budget of ``max_trials`` lets the engine create another trial."""
+    return max_trials is None or engine_created < max_trials
+
+
+def budget_spent(max_trials: int | None, engine_created: int, *, any_pending: bool) -> bool:
+    """Whether a study has nothing left to do: budget used up and no trial unfinished.
+
+    Only a finite ``max_trials`` can be spent. ``any_pending`` covers every queued or
+    running trial, user-queued ones included, since those are handed out past the budget.
+    """
+    return not has_room(max_trials, engine_created) and not any_pending
+
+
+def study_transition(
+    current: StudyState, target: StudyState, *, new_budget: bool = False
+) -> StudyState:
+    """The state a study in ``current`` moves to when asked for ``target``.
+
+    The moves, and why they are what Vizier and Optuna users expect:
+
+    - ``active`` ⇄ ``paused``: pausing stops handing out work (running trials still
+      finish), resuming starts again; Vizier's ACTIVE/INACTIVE.
+    - ``active``/``paused`` → ``completed``: the user declares the study done, or the
+      service does when the budget is spent. It is what workers exit on.
+    - ``completed`` → ``active`` only when the same change gives the study room for new
+      trials (``new_budget``: a ``max_trials`` above the trials the engine created, or
+      none). An Optuna user continues a finished study by asking for more trials, not
+      by starting over, because the designer learns from the history; but reopening
+      without a budget would either complete again at the next finish or hand out
+      nothing, so it must come with one.
+    - ``completed`` → ``paused`` is refused: reopen, then pause.
+
+    Asking for the current state is not a move and is always allowed (a PATCH may
+    repeat it).
+
+    Raises:
+        InvalidTransitionError: a move the table lacks, or a reopening without budget
+            (409 ``invalid-state-transition``).
+    """
+    if current is target:
+        return target
+    if target not in _TRANSITIONS[current]:
+        raise InvalidTransitionError(f"a {current.value} study cannot become {target.value}")
+    if current is StudyState.COMPLETED and not new_budget:
+        raise InvalidTransitionError(
+            "a completed study is reopened only with room for new trials: send max_trials "
+            "above the number of trials the engine created (or null) with the state"
+        )
+    return target
 
 
 class Objective(BaseModel):

@@ -2,14 +2,22 @@
 
 The state machine is the contract workers rely on (API.md, Trials)::
 
-    requested ──lease──► active ──complete──► completed
-        ▲                  │  ├──fail──────► failed
-        │                  │  ├──infeasible► infeasible
-        └──expire / retry──┘  └──stop──────► stopping ──complete──► completed
+    new ───────queue──────────────► requested
+    new ───────suggest and lease──► active
+    new ───────import with result─► completed
+    requested ─lease──────────────► active
+    active ────complete───────────► completed      (also fail → failed,
+    active ────stop───────────────► stopping        infeasible → infeasible,
+    stopping ──complete───────────► completed       from active and stopping)
+    active, stopping ──lease expires / fail with retry──► requested
 
 ``stopping`` is an ``active`` trial the service asked to stop early; it finishes with its
-partial result. Terminal states never change again, and no transition deletes a
-measurement.
+partial result (or fails, or is requeued when its lease runs out). Terminal states never
+change again, and no transition deletes a measurement.
+
+``_TRANSITIONS`` is the one table of legal moves. Every state change goes through
+``trial_transition`` (one trial) or asks ``sources_for`` which states a bulk statement may
+match, so no other module repeats a list of states.
 """
 
 from __future__ import annotations
@@ -20,15 +28,19 @@ from datetime import datetime
 from typing import Any
 
 from hpo_service.domain.space import Params
+from hpo_service.errors import InvalidTransitionError
 
 __all__ = [
     "FINISHED_STATES",
     "LEASED_STATES",
+    "PENDING_STATES",
     "Measurement",
     "Trial",
     "TrialSource",
     "TrialState",
     "can_transition",
+    "sources_for",
+    "trial_transition",
 ]
 
 
@@ -54,11 +66,16 @@ class TrialSource(enum.StrEnum):
 
 LEASED_STATES = frozenset({TrialState.ACTIVE, TrialState.STOPPING})
 FINISHED_STATES = frozenset({TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE})
+# Queued or being evaluated: what designers must avoid and what keeps a study open.
+PENDING_STATES = frozenset(TrialState) - FINISHED_STATES
 
-_TRANSITIONS: dict[TrialState, frozenset[TrialState]] = {
-    TrialState.REQUESTED: frozenset(
-        {TrialState.ACTIVE, TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE}
-    ),
+# The key None is a trial being created. A user queues it (``requested``) or imports it
+# with its result (``completed``); the engine stores a suggestion already leased to the
+# worker that asked (``active``). Only a lease leaves ``requested``: a queued trial has no
+# worker that could finish it, so it must be leased first.
+_TRANSITIONS: dict[TrialState | None, frozenset[TrialState]] = {
+    None: frozenset({TrialState.REQUESTED, TrialState.ACTIVE, TrialState.COMPLETED}),
+    TrialState.REQUESTED: frozenset({TrialState.ACTIVE}),
     TrialState.ACTIVE: frozenset(
         {
             TrialState.REQUESTED,
@@ -77,13 +94,43 @@ _TRANSITIONS: dict[TrialState, frozenset[TrialState]] = {
 }
 
 
-def can_transition(current: TrialState, target: TrialState) -> bool:
-    """Whether the state machine allows ``current`` → ``target``.
-
-    ``requested`` may finish directly only for trials whose result is imported by a user;
-    workers always go through ``active``.
-    """
+def can_transition(current: TrialState | None, target: TrialState) -> bool:
+    """Whether the state machine allows ``current`` → ``target`` (None: a new trial)."""
     return target in _TRANSITIONS[current]
+
+
+def trial_transition(current: TrialState | None, target: TrialState) -> TrialState:
+    """The state a trial in ``current`` moves to when asked for ``target``.
+
+    Callers assign the returned state, so no state is ever written without this check.
+
+    Args:
+        current: the trial's state, or None for a trial being created.
+        target: the state asked for.
+
+    Returns:
+        ``target``.
+
+    Raises:
+        InvalidTransitionError: the table has no such move (409 ``invalid-state-transition``).
+    """
+    if not can_transition(current, target):
+        origin = "a new trial" if current is None else f"a {current.value} trial"
+        raise InvalidTransitionError(f"{origin} cannot become {target.value}")
+    return target
+
+
+def sources_for(target: TrialState) -> frozenset[TrialState]:
+    """Every stored state from which ``target`` is a legal move.
+
+    For bulk statements (``UPDATE ... WHERE state IN (...)``): they match exactly the
+    rows the table lets move, without repeating the table.
+    """
+    return frozenset(
+        current
+        for current, targets in _TRANSITIONS.items()
+        if current is not None and target in targets
+    )
 
 
 @dataclass(frozen=True)
@@ -126,4 +173,4 @@ class Trial:
     @property
     def is_pending(self) -> bool:
         """True while the trial is queued or being evaluated: a point designers must avoid."""
-        return self.state in (TrialState.REQUESTED, TrialState.ACTIVE, TrialState.STOPPING)
+        return self.state in PENDING_STATES

@@ -3,6 +3,11 @@
 Validated once, when the study is created, so that extrapolation and the proxy models can
 trust it. Errors carry a precise location under ``("body", "scale", ...)`` so the API
 answers with a 422 that points at the offending field.
+
+``sophia`` is in the vocabulary (its Adam-like scaling rules are in ``rules.py``, and
+studies stored before it was refused must still load) but no built-in proxy can train
+with it, so a new study naming it is refused with a 422 ``unsupported-feature`` instead
+of every trial failing later in the worker.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from hpo_service.domain.shape import ModelShape, parse_shape
-from hpo_service.errors import FieldError, InvalidInputError
+from hpo_service.errors import FieldError, InvalidInputError, UnsupportedFeatureError
 from hpo_service.scaling.naming import parse_name
 from hpo_service.scaling.rules import DEPTH_ALPHA, OPTIMIZERS, PARAMETERIZATIONS, READOUTS
 
@@ -24,6 +29,8 @@ Readout = Literal["multiplier", "init"]
 OptimizerName = Literal["adamw", "muon", "lion", "sophia"]
 
 _FIELDS = ("parameterization", "readout", "optimizer", "proxy", "base")
+# Optimisers with scaling rules but no implementation to train a proxy with.
+_NOT_TRAINABLE = frozenset({"sophia"})
 
 
 class ScaleConfig(BaseModel):
@@ -34,7 +41,8 @@ class ScaleConfig(BaseModel):
         readout: µP readout flavour: ``multiplier`` (TP5 Table 8, α_out/m_N in the
             forward pass) or ``init`` (Table 3 / Complete(d)P: readout init var ×m_N⁻²,
             LR ×m_N⁻¹). Equivalent in exact arithmetic; pick the one your code uses.
-        optimizer: ``adamw``, ``muon`` (hidden matrices), ``lion`` or ``sophia``.
+        optimizer: ``adamw``, ``muon`` (hidden matrices), ``lion``; ``sophia`` only in
+            studies stored before new ones were refused it.
         proxy: the shape the study's trials train at.
         base: the shape at which the trial values are expressed (the µP "base shape");
             defaults to ``proxy``. Only differs when several studies of a ladder share
@@ -90,6 +98,7 @@ def validate_scale(
     loc: Sequence[str | int] = ("body", "scale"),
     param_names: Iterable[str] | None = None,
     names_loc: Sequence[str | int] = ("body", "space", "parameters"),
+    new_study: bool = False,
 ) -> ScaleConfig | None:
     """Validate a study's ``scale`` object.
 
@@ -99,18 +108,28 @@ def validate_scale(
         param_names: the study's parameter names; when given they are checked too
             (unknown roles, ``lr_depth`` indices beyond the proxy depth).
         names_loc: where the parameter names sit in the request.
+        new_study: the config is for a study being created, so it must also be one
+            this build can train (no ``sophia``); stored configs are read without it.
 
     Returns:
         The config, or None when ``data`` is None.
 
     Raises:
         InvalidInputError: every problem found, each with its own location.
+        UnsupportedFeatureError: with ``new_study``, an optimiser no proxy can train.
     """
     if data is None:
         return None
     config = data if isinstance(data, ScaleConfig) else _build(data, tuple(loc))
     if param_names is not None:
         check_param_names(param_names, config, loc=tuple(names_loc))
+    if new_study and config.optimizer in _NOT_TRAINABLE:
+        raise UnsupportedFeatureError.at(
+            (*loc, "optimizer"),
+            f"optimizer {config.optimizer!r} is not supported yet: this build has no "
+            "implementation to train with it; use one of "
+            + ", ".join(o for o in OPTIMIZERS if o not in _NOT_TRAINABLE),
+        )
     return config
 
 

@@ -1,7 +1,9 @@
-"""Study use cases: create, read, list, update, delete, best trials.
+"""Study use cases: create, read, list, update, delete, best trials, completion.
 
 Each public function is one transaction: it opens it, and a raised error rolls it back,
-so a rejected request changes nothing.
+so a rejected request changes nothing. ``complete_if_done`` is the exception: it joins
+the transaction of whatever may have spent a study's budget (a trial finishing, a lease
+reclaim, a PATCH).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from hpo_service.db.ids import new_id
 from hpo_service.db.mapping import study_config, to_study, to_trial
 from hpo_service.db.models import StudyRow
 from hpo_service.db.repositories import StudyRepository, TrialRepository
+from hpo_service.db.repositories.trials import set_state
 from hpo_service.domain import (
     Objective,
     OutcomeConstraint,
@@ -25,6 +28,10 @@ from hpo_service.domain import (
     Study,
     StudyState,
     Trial,
+    TrialState,
+    budget_spent,
+    has_room,
+    study_transition,
 )
 from hpo_service.engine import registry
 from hpo_service.engine.pareto import best_trials as rank_best
@@ -39,6 +46,7 @@ __all__ = [
     "NewStudy",
     "StudyChanges",
     "best_trials",
+    "complete_if_done",
     "create_study",
     "delete_study",
     "get_study",
@@ -104,7 +112,7 @@ def create_study(
     require_role(principal, Role.CLIENT)
     algorithm = registry.check_algorithm(new.algorithm or registry.default_algorithm())
     _check_supported(new)
-    scale = validate_scale(new.scale, param_names=new.space.names)
+    scale = validate_scale(new.scale, param_names=new.space.names, new_study=True)
     objectives = new.objectives
     objective = objectives[0] if objectives else new.objective
     row = StudyRow(
@@ -190,19 +198,70 @@ def list_studies(
 
 
 def update_study(db: Database, principal: Principal, study_id: str, changes: StudyChanges) -> Study:
-    """Change a study's state, metadata or trial budget."""
+    """Change a study's state, metadata or trial budget.
+
+    The state follows ``study_transition``: ``active`` ⇄ ``paused``, either →
+    ``completed``, and ``completed`` → ``active`` only together with a ``max_trials``
+    that leaves room for new trials. Completing a study asks its running trials to stop
+    (``active`` → ``stopping``, seen by their workers at the next heartbeat), since nobody
+    wants the result any more; queued trials stay queued for a reopening. A new budget
+    that is already spent, with nothing unfinished, completes the study at once.
+
+    Raises:
+        PermissionDeniedError: for worker keys.
+        InvalidTransitionError: a move the study's state machine forbids (409); nothing
+            is changed.
+    """
     require_role(principal, Role.CLIENT)
     with db.write() as session:
         row = visible_study(session, principal, study_id, lock=True)
+        trials = TrialRepository(session)
         if changes.state is not None:
-            row.state = changes.state.value
+            current = StudyState(row.state)
+            new_budget = (
+                current is StudyState.COMPLETED
+                and changes.max_trials_set
+                and has_room(changes.max_trials, trials.count_engine_created(row.id))
+            )
+            target = study_transition(current, changes.state, new_budget=new_budget)
+            if target is StudyState.COMPLETED and current is not StudyState.COMPLETED:
+                _stop_running(trials, row.id, "the study was completed")
+            row.state = target.value
         if changes.metadata is not None:
             row.meta = dict(changes.metadata)
         if changes.max_trials_set:
             row.max_trials = changes.max_trials
+        complete_if_done(trials, row)
         session.flush()
         counts = StudyRepository(session).trial_counts([row.id])
         return to_study(row, counts[row.id])
+
+
+def _stop_running(trials: TrialRepository, study_id: str, reason: str) -> None:
+    """Ask every running trial of the study to stop early; each finishes with what it has."""
+    for trial in trials.movable_to(study_id, TrialState.STOPPING):
+        set_state(trial, TrialState.STOPPING)
+        trial.meta = {**(trial.meta or {}), "stopped_early": reason}
+
+
+def complete_if_done(trials: TrialRepository, study: StudyRow) -> bool:
+    """Complete ``study`` if its budget is spent and no trial is unfinished; True if so.
+
+    Called, with the study row locked, in the transaction of every change that can
+    make it so: a trial finishing (complete, fail, infeasible, a reclaim giving up), or a
+    PATCH of ``max_trials``. Under the lock, the count sees every finish committed
+    before, so of two last trials finishing at once the second one completes the study.
+    """
+    state = StudyState(study.state)
+    if state is StudyState.COMPLETED or study.max_trials is None:
+        return False
+    if trials.pending_exists(study.id):  # the usual answer while a study runs: one probe
+        return False
+    created = trials.count_engine_created(study.id)
+    if not budget_spent(study.max_trials, created, any_pending=False):
+        return False
+    study.state = study_transition(state, StudyState.COMPLETED).value
+    return True
 
 
 def delete_study(db: Database, principal: Principal, study_id: str) -> None:

@@ -1,8 +1,13 @@
 """Trial use cases: heartbeats, measurements, completion, failure, import, reads.
 
 Every state change checks the caller holds the lease (409 ``trial-not-leased``
-otherwise) and the state machine allows it, inside one transaction with the trial row
-locked, so a rejected request leaves the stored trial exactly as it was.
+otherwise) and goes through the domain's table of transitions (``set_state``; 409
+``invalid-state-transition``), inside one transaction with the trial row locked, so a
+rejected request leaves the stored trial exactly as it was.
+
+A finishing call (complete, fail, infeasible) locks the study's row before the trial's,
+the order suggestion requests use, and completes the study in the same transaction when
+it finished the last trial of a spent budget (``complete_if_done``).
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from hpo_service.db.database import Database
 from hpo_service.db.ids import is_wellformed, new_id
 from hpo_service.db.mapping import study_config, to_trial
 from hpo_service.db.models import StudyRow, TrialRow
-from hpo_service.db.repositories import TrialRepository
+from hpo_service.db.repositories import StudyRepository, TrialRepository
 from hpo_service.db.repositories.lease_writes import LeaseTouch, LeaseWrites, NewMeasurement
-from hpo_service.db.repositories.trials import LeaseView
+from hpo_service.db.repositories.trials import LeaseView, set_state
 from hpo_service.domain import (
+    FINISHED_STATES,
     LEASED_STATES,
     Objective,
     Principal,
@@ -46,6 +52,7 @@ from hpo_service.errors import (
 from hpo_service.services.access import require_role, visible_study, visible_trial
 from hpo_service.services.leases import lease_end, requeue_or_fail
 from hpo_service.services.pagination import Page, decode_token, encode_token
+from hpo_service.services.studies import complete_if_done
 
 __all__ = [
     "HeartbeatResult",
@@ -143,9 +150,7 @@ def _replay_or_conflict(row: TrialRow, state: TrialState, digest: str) -> bool:
     """True when this finishing request repeats the one that finished the trial."""
     if row.state == state.value and row.finish_digest == digest:
         return True
-    if row.state in (
-        s.value for s in (TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE)
-    ):
+    if TrialState(row.state) in FINISHED_STATES:
         raise CompletionConflictError(
             f"trial {row.id!r} already finished as {row.state} with a different request"
         )
@@ -154,10 +159,19 @@ def _replay_or_conflict(row: TrialRow, state: TrialState, digest: str) -> bool:
 
 def _finish(row: TrialRow, state: TrialState, error: str, now: datetime) -> None:
     """End the trial in a terminal state without a result; the lease ends with it."""
-    row.state = state.value
+    set_state(row, state)
     row.error = error
     row.finished_at = now
     row.lease_expires_at = None
+
+
+def _locked_for_finish(
+    session: Session, principal: Principal, trial_id: str
+) -> tuple[TrialRow, StudyRow]:
+    """The trial and its study, both rows locked: the study's first (see the module doc)."""
+    if is_wellformed(trial_id):
+        StudyRepository(session).lock_of_trial(trial_id)
+    return visible_trial(session, principal, trial_id, lock=True)
 
 
 def _read(repo: TrialRepository, row: TrialRow) -> Trial:
@@ -279,7 +293,7 @@ def _apply_stopping(repo: TrialRepository, row: TrialRow, study: StudyRow) -> No
     me = next(t for t in trials if t.id == row.id)
     decision = should_stop(policy, me, trials, config.objective)
     if decision.stop:
-        row.state = TrialState.STOPPING.value
+        set_state(row, TrialState.STOPPING)
         row.meta = {**(row.meta or {}), "stopped_early": decision.reason}
 
 
@@ -304,13 +318,13 @@ def complete_trial(
     clean = _check_metrics(metrics, ("body", "metrics"))
     digest = _digest({"worker_id": worker_id, "metrics": clean, "cost": cost})
     with db.write() as session:
-        row, study = visible_trial(session, principal, trial_id, lock=True)
+        row, study = _locked_for_finish(session, principal, trial_id)
         repo = TrialRepository(session)
         if _replay_or_conflict(row, TrialState.COMPLETED, digest):
             return _read(repo, row)
         _held(row, worker_id)
         value = _require_objective(study, clean, ("body", "metrics"))
-        row.state = TrialState.COMPLETED.value
+        set_state(row, TrialState.COMPLETED)
         row.result = {"metrics": clean}
         row.value = value
         row.cost = dict(cost) if cost is not None else None
@@ -318,6 +332,7 @@ def complete_trial(
         row.lease_expires_at = None
         row.finish_digest = digest
         session.flush()
+        complete_if_done(repo, study)
         return _read(repo, row)
 
 
@@ -335,7 +350,7 @@ def fail_trial(
     require_role(principal, Role.WORKER)
     digest = _digest({"worker_id": worker_id, "error": error, "retry": retry, "op": "fail"})
     with db.write() as session:
-        row, study = visible_trial(session, principal, trial_id, lock=True)
+        row, study = _locked_for_finish(session, principal, trial_id)
         repo = TrialRepository(session)
         if _replay_or_conflict(row, TrialState.FAILED, digest):
             return _read(repo, row)
@@ -347,6 +362,7 @@ def fail_trial(
         if row.state == TrialState.FAILED.value:
             row.finish_digest = digest
         session.flush()
+        complete_if_done(repo, study)
         return _read(repo, row)
 
 
@@ -357,7 +373,7 @@ def mark_infeasible(
     require_role(principal, Role.WORKER)
     digest = _digest({"worker_id": worker_id, "reason": reason, "op": "infeasible"})
     with db.write() as session:
-        row, _study = visible_trial(session, principal, trial_id, lock=True)
+        row, study = _locked_for_finish(session, principal, trial_id)
         repo = TrialRepository(session)
         if _replay_or_conflict(row, TrialState.INFEASIBLE, digest):
             return _read(repo, row)
@@ -365,6 +381,7 @@ def mark_infeasible(
         _finish(row, TrialState.INFEASIBLE, reason, now)
         row.finish_digest = digest
         session.flush()
+        complete_if_done(repo, study)
         return _read(repo, row)
 
 
@@ -391,17 +408,18 @@ def add_trials(
                 study_id=study.id,
                 number=study.next_number,
                 params=params,
-                state=TrialState.REQUESTED.value,
                 source=TrialSource.USER.value,
                 attempt=0,
                 meta=dict(new.metadata or {}),
                 created_at=now,
             )
-            if new.metrics is not None:
+            if new.metrics is None:
+                set_state(row, TrialState.REQUESTED)
+            else:
                 clean = _check_metrics(new.metrics, (*loc, "result", "metrics"))
                 row.value = _require_objective(study, clean, (*loc, "result", "metrics"))
                 row.result = {"metrics": clean}
-                row.state = TrialState.COMPLETED.value
+                set_state(row, TrialState.COMPLETED)
                 row.finished_at = now
             study.next_number += 1
             rows.append(repo.add(row))

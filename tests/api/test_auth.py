@@ -3,9 +3,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from hpo_service.api.auth_cache import AuthCache
 from hpo_service.client import HPOClient, ProblemError
 from hpo_service.db.base import utcnow
-from hpo_service.domain import Role
+from hpo_service.domain import Principal, Role
 from hpo_service.services import api_keys
 from tests.builders import params, study
 
@@ -37,6 +38,20 @@ def test_expired_key_is_401(app_client: TestClient, db) -> None:
     )
     r = app_client.get("/v1/studies", headers={"Authorization": f"Bearer {issued.key}"})
     assert r.status_code == 401
+
+
+def test_forgetting_a_key_drops_every_entry_of_it_and_nothing_else() -> None:
+    cache = AuthCache(ttl=60)
+    revoked = Principal(key_id="key_a", role=Role.CLIENT, tenant="t")
+    kept = Principal(key_id="key_b", role=Role.CLIENT, tenant="t")
+    cache.put("hpo_key_a_1", revoked)
+    cache.put("hpo_key_a_2", revoked)
+    cache.put("hpo_key_b_1", kept)
+    assert cache.forget_key("key_a") == 2
+    assert cache.get("hpo_key_a_1") is None
+    assert cache.get("hpo_key_a_2") is None
+    assert cache.get("hpo_key_b_1") == kept
+    assert cache.forget_key("key_a") == 0
 
 
 def test_open_endpoints_need_no_key(app_client: TestClient) -> None:

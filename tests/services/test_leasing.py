@@ -1,14 +1,20 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
 
 from hpo_service.api.housekeeping import Housekeeper
 from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
+from hpo_service.db.models import TrialRow
 from hpo_service.domain import Objective, Principal, Role, SearchSpace, TrialState
-from hpo_service.services import studies, suggestions, trials
+from hpo_service.errors import InvalidTransitionError
+from hpo_service.services import leases, studies, suggestions, trials
 from tests.builders import space
 
 ME = Principal(key_id="k", role=Role.CLIENT, tenant="acme")
@@ -150,3 +156,59 @@ def test_rejected_completion_changes_nothing(db: Database) -> None:
     stored = trials.get_trial(db, ME, t.id)
     assert stored.state is TrialState.ACTIVE
     assert stored.result is None
+
+
+def test_housekeeping_skips_a_busy_study_instead_of_waiting(db: Database) -> None:
+    """A study row another transaction holds is left for later; the others are reclaimed.
+
+    Waiting would risk a lock cycle: that transaction (a suggestion request) may itself
+    be waiting for a trial row. PostgreSQL only: SQLite serialises every write anyway.
+    """
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("row locks are PostgreSQL's")
+    busy, free = make_study(db), make_study(db)
+    t0 = utcnow()
+    lease(db, busy, "w", now=t0, lease_seconds=1)
+    lease(db, free, "w", now=t0, lease_seconds=1)
+    later = t0 + timedelta(seconds=5)
+    with db.engine.connect() as holder:
+        holder.execute(text("SELECT id FROM studies WHERE id = :i FOR UPDATE"), {"i": busy})
+        done: list[int] = []
+        keeper = threading.Thread(target=lambda: done.append(leases.reclaim_expired(db, later)))
+        keeper.start()
+        keeper.join(timeout=10)
+        assert done == [1], "housekeeping waited for the busy study"
+        holder.rollback()
+    assert studies.get_study(db, ME, free).trial_counts["requested"] == 1
+    assert studies.get_study(db, ME, busy).trial_counts["active"] == 1
+    assert leases.reclaim_expired(db, later) == 1  # the next round gets it
+
+
+def _in_write(db: Database, trial_id: str, move: Callable[[TrialRow], None]) -> None:
+    """Apply ``move`` to the stored row in a write transaction (rolled back if it raises)."""
+    with db.write() as session:
+        row = session.get(TrialRow, trial_id)
+        assert row is not None
+        move(row)
+
+
+def test_lease_bookkeeping_refuses_moves_the_table_lacks(db: Database) -> None:
+    """``grant`` and ``requeue_or_fail`` go through the domain's table, whoever calls them."""
+    sid = make_study(db)
+    t = lease(db, sid, "w")[0]
+    trials.complete_trial(
+        db, ME, t.id, worker_id="w", metrics={"val_loss": 1.0}, cost=None, now=utcnow()
+    )
+    moves: list[Callable[[TrialRow], None]] = [
+        lambda row: leases.grant(row, "w2", utcnow(), 60.0),
+        lambda row: leases.requeue_or_fail(row, 3, utcnow(), "expired"),
+    ]
+    for move in moves:
+        with pytest.raises(InvalidTransitionError):
+            _in_write(db, t.id, move)
+        stored = trials.get_trial(db, ME, t.id)
+        assert (stored.state, stored.worker_id, stored.attempt) == (TrialState.COMPLETED, "w", 1)
+    queued = trials.add_trials(db, ME, sid, [trials.NewTrial(params=t.params)], now=utcnow())[0]
+    with pytest.raises(InvalidTransitionError):
+        _in_write(db, queued.id, lambda row: leases.requeue_or_fail(row, 3, utcnow(), "queued"))
+    assert trials.get_trial(db, ME, queued.id).state is TrialState.REQUESTED

@@ -38,7 +38,38 @@ def test_two_workers_finish_a_study(short_lease_server: Server, workers: Workers
         assert t["result"]["metrics"]["val_loss"] == pytest.approx(_expected(t["params"]))
         assert [m["step"] for m in t["measurements"]] == [1, 2, 3]
         assert t["cost"]["wall_seconds"] > 0
-    assert server.api("GET", f"/v1/studies/{study}")["trial_counts"].get("completed") == 8
+    final = server.api("GET", f"/v1/studies/{study}")
+    assert final["trial_counts"].get("completed") == 8
+    assert final["state"] == "completed"  # by the last finish, which is why they exited
+
+
+def test_worker_exits_when_its_study_is_completed(
+    sqlite_server: Server, workers: Workers, tmp_path: Path
+) -> None:
+    """No budget to run out: only the study's completion can end this worker, at once.
+
+    Completing the study asks the running trial to stop; the worker stops its command,
+    reports what it has (no objective yet: a failure), finds the study completed and
+    exits 0, long before the command's two minutes are up.
+    """
+    server = sqlite_server
+    key = server.worker_key()
+    study = server.create_study(max_trials=None)
+    w = workers.start(server, key, study, "slow-first", worker_id="endless")
+    [trial] = wait_for(lambda: _active(server, study), 30, "the trial to be leased")
+    pid_file = tmp_path / f"pid-{trial['id']}-1"
+    wait_for(pid_file.exists, 30, "the command to start")
+    completed = server.api("PATCH", f"/v1/studies/{study}", json={"state": "completed"})
+    assert completed["state"] == "completed"
+    assert workers.wait(w, 30) == 0, workers.logs()
+    final = server.api("GET", f"/v1/trials/{trial['id']}")
+    assert final["state"] == "failed"
+    assert final["metadata"]["stopped_early"] == "the study was completed"
+    assert "stopped early" in final["error"]
+    assert server.api("GET", f"/v1/studies/{study}")["state"] == "completed"
+    assert len(server.trials(study)) == 1
+    with pytest.raises(ProcessLookupError):  # the command was stopped too
+        os.kill(int(pid_file.read_text()), 0)
 
 
 def test_killed_worker_trial_is_finished_by_another(

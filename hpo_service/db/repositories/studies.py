@@ -9,6 +9,7 @@ from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from hpo_service.db.models import StudyRow, TrialRow
+from hpo_service.db.repositories.trials import TrialRepository
 
 __all__ = ["StudyRepository"]
 
@@ -39,6 +40,30 @@ class StudyRepository:
         if lock:
             stmt = stmt.with_for_update()
         return self.session.scalars(stmt).one_or_none()
+
+    def lock_of_trial(self, trial_id: str) -> StudyRow | None:
+        """Lock the study a trial belongs to (None when the trial does not exist).
+
+        Whoever changes a trial and then its study takes the study's lock first, the
+        order suggestion requests use, so the two never wait for each other in a cycle.
+        """
+        owner = select(TrialRow.study_id).where(TrialRow.id == trial_id).scalar_subquery()
+        stmt = select(StudyRow).where(StudyRow.id == owner).with_for_update()
+        return self.session.scalars(stmt).one_or_none()
+
+    def lock_reclaimable(self, now: datetime) -> Sequence[StudyRow]:
+        """Lock the studies holding expired leases, skipping those another transaction holds.
+
+        A skipped study is busy: a suggestion request reclaims its leases itself, and
+        otherwise the next housekeeping round does.
+        """
+        stmt = (
+            select(StudyRow)
+            .where(StudyRow.id.in_(TrialRepository.reclaimable_study_ids(now)))
+            .order_by(StudyRow.id)
+            .with_for_update(skip_locked=True)
+        )
+        return self.session.scalars(stmt).all()
 
     def page(
         self,

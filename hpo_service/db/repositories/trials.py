@@ -1,22 +1,56 @@
-"""Queries on trials and measurements. Flush, never commit."""
+"""Queries on trials and measurements. Flush, never commit.
+
+No query here repeats a group of states: which states a statement matches comes from the
+domain (``LEASED_STATES``, ``PENDING_STATES``, ``sources_for``), and a trial's state is
+written only by ``set_state``, which asks the domain's table first.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Select, Table, func, select, update
+from sqlalchemy import Select, Table, func, inspect, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from hpo_service.db.models import MeasurementRow, StudyRow, TrialRow
-from hpo_service.domain import TrialSource, TrialState
+from hpo_service.domain import (
+    LEASED_STATES,
+    PENDING_STATES,
+    TrialSource,
+    TrialState,
+    sources_for,
+    trial_transition,
+)
 
-__all__ = ["LeaseView", "TrialRepository"]
+__all__ = ["LeaseView", "TrialRepository", "set_state"]
 
-_LEASED = (TrialState.ACTIVE.value, TrialState.STOPPING.value)
 _TRIALS = cast(Table, TrialRow.__table__)
+# A reclaimed lease goes back to the queue, or fails when its attempts are used up: it
+# may match only states from which both moves are legal.
+_RECLAIMABLE = sources_for(TrialState.REQUESTED) & sources_for(TrialState.FAILED)
+
+
+def _values(states: Iterable[TrialState]) -> list[str]:
+    """Stored values of ``states``, sorted so the same call binds the same parameters."""
+    return sorted(s.value for s in states)
+
+
+def set_state(row: TrialRow, target: TrialState) -> None:
+    """Move ``row`` to ``target``, if the domain's table of transitions allows it.
+
+    The one writer of ``TrialRow.state``: leasing, early stopping, finishing, requeueing
+    and stopping a completed study's trials all come through here, so none can make a move the
+    table lacks. A row not stored yet is being created; its first state is checked as a
+    move from no state.
+
+    Raises:
+        InvalidTransitionError: the move is not in the table; ``row`` is left unchanged.
+    """
+    current = None if inspect(row).transient else TrialState(row.state)
+    row.state = trial_transition(current, target).value
 
 
 @dataclass(frozen=True)
@@ -122,7 +156,7 @@ class TrialRepository:
             .where(
                 TrialRow.study_id == study_id,
                 TrialRow.worker_id == worker_id,
-                TrialRow.state.in_(_LEASED),
+                TrialRow.state.in_(_values(LEASED_STATES)),
             )
             .order_by(TrialRow.number)
             .limit(limit)
@@ -131,10 +165,13 @@ class TrialRepository:
         return self.session.scalars(stmt).all()
 
     def queued(self, study_id: str, limit: int) -> Sequence[TrialRow]:
-        """Requested trials, oldest first, skipping rows another transaction holds."""
+        """Queued trials a lease may take, oldest first, skipping rows another transaction holds."""
         stmt = (
             select(TrialRow)
-            .where(TrialRow.study_id == study_id, TrialRow.state == TrialState.REQUESTED.value)
+            .where(
+                TrialRow.study_id == study_id,
+                TrialRow.state.in_(_values(sources_for(TrialState.ACTIVE))),
+            )
             .order_by(TrialRow.number)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -148,18 +185,57 @@ class TrialRepository:
         )
         return int(self.session.scalar(stmt) or 0)
 
-    def expired(self, now: datetime, study_id: str | None = None) -> Sequence[tuple[TrialRow, int]]:
-        """Leased trials whose lease ended before ``now``, with their study's max_attempts."""
+    def pending_exists(self, study_id: str) -> bool:
+        """Whether any trial of the study is queued or running (an index range probe)."""
+        stmt = select(
+            select(TrialRow.id)
+            .where(TrialRow.study_id == study_id, TrialRow.state.in_(_values(PENDING_STATES)))
+            .exists()
+        )
+        return bool(self.session.scalar(stmt))
+
+    def movable_to(self, study_id: str, target: TrialState) -> Sequence[TrialRow]:
+        """The study's trials that may move to ``target``, rows locked, in number order."""
+        stmt = (
+            select(TrialRow)
+            .where(
+                TrialRow.study_id == study_id,
+                TrialRow.state.in_(_values(sources_for(target))),
+            )
+            .order_by(TrialRow.number)
+            .with_for_update()
+        )
+        return self.session.scalars(stmt).all()
+
+    def expired(self, now: datetime, study_ids: Collection[str]) -> Sequence[tuple[TrialRow, int]]:
+        """Leased trials of these studies whose lease ended before ``now``, with max_attempts.
+
+        Rows another transaction holds (a heartbeat in flight) are skipped: the next round
+        sees them again if they are still expired.
+        """
+        if not study_ids:
+            return []
         stmt = (
             select(TrialRow, StudyRow.max_attempts)
             .join(StudyRow, StudyRow.id == TrialRow.study_id)
-            .where(TrialRow.state.in_(_LEASED), TrialRow.lease_expires_at < now)
+            .where(
+                TrialRow.study_id.in_(sorted(study_ids)),
+                TrialRow.state.in_(_values(_RECLAIMABLE)),
+                TrialRow.lease_expires_at < now,
+            )
             .order_by(TrialRow.lease_expires_at)
             .with_for_update(of=TrialRow, skip_locked=True)
         )
-        if study_id is not None:
-            stmt = stmt.where(TrialRow.study_id == study_id)
         return [(row[0], row[1]) for row in self.session.execute(stmt)]
+
+    @staticmethod
+    def reclaimable_study_ids(now: datetime) -> Select[str]:
+        """A subquery: the studies that hold at least one expired lease."""
+        return (
+            select(TrialRow.study_id)
+            .where(TrialRow.state.in_(_values(_RECLAIMABLE)), TrialRow.lease_expires_at < now)
+            .distinct()
+        )
 
     def page(
         self,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from hpo_service.domain.shape import SHAPE_AXES, ModelShape, parse_shape
 from hpo_service.domain.space import ParamValue
@@ -79,6 +79,7 @@ class ExtrapolationResult(BaseModel):
     params: dict[str, ParamValue]
     rules: list[RuleEntry]
     warnings: list[str]
+    implied: dict[str, float] = Field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON-ready response body."""
@@ -258,6 +259,7 @@ def extrapolate(
         params=out.params,
         rules=out.rules,
         warnings=warnings,
+        implied=out.implied_values,
     )
 
 
@@ -269,6 +271,7 @@ class _Builder:
         self.m = m
         self.params: dict[str, ParamValue] = {}
         self.rules: list[RuleEntry] = []
+        self.implied_values: dict[str, float] = {}
         self.uncertain: list[str] = []
         self.clipped: list[str] = []
 
@@ -306,6 +309,7 @@ class _Builder:
 
     def implied(self, name: str, base: float, hparam: str) -> None:
         sv = scale_value(self.table, hparam, None if hparam != "mult" else "readout", base, self.m)
+        self.implied_values[name] = sv.value
         self.rules.append(
             RuleEntry(
                 param=name,

@@ -146,3 +146,18 @@ def test_first_start_creates_one_admin_key(db) -> None:
     assert api_keys.ensure_admin_key(db, now=utcnow()) is None
     principal = api_keys.authenticate(db, issued.key, now=utcnow())
     assert principal.role is Role.ADMIN
+
+
+def test_a_revoked_key_is_refused_at_once_by_the_app_that_revoked_it(
+    app_client: TestClient, keys
+) -> None:
+    admin = {"Authorization": f"Bearer {keys.admin}"}
+    new = app_client.post(
+        "/v1/admin/keys", json={"role": "client", "tenant": "acme"}, headers=admin
+    ).json()
+    mine = {"Authorization": f"Bearer {new['key']}"}
+    assert app_client.get("/v1/studies", headers=mine).status_code == 200  # cached now
+    assert app_client.delete(f"/v1/admin/keys/{new['id']}", headers=admin).status_code == 204
+    r = app_client.get("/v1/studies", headers=mine)
+    assert r.status_code == 401
+    assert r.json()["type"].endswith("/unauthenticated")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hpo_service import cli
+from hpo_service.cli import main as cli
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
 from hpo_service.db.migrate import upgrade_to_head

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
+from hpo_service.api.auth_cache import AuthCache
 from hpo_service.api.deps import AdminDep, DatabaseDep, NowDep
 from hpo_service.api.metrics import Metrics
 from hpo_service.api.schemas.admin import (
@@ -154,9 +155,17 @@ def list_keys(
 
 
 @router.delete("/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_key(key_id: str, db: DatabaseDep, principal: AdminDep, now: NowDep) -> Response:
-    """Revoke a key: it stops authenticating at once (its dashboard sessions too)."""
+def revoke_key(
+    request: Request, key_id: str, db: DatabaseDep, principal: AdminDep, now: NowDep
+) -> Response:
+    """Revoke a key: it stops authenticating at once here (its dashboard sessions too).
+
+    This process forgets the key in the same request; other server processes within
+    ``HPO_AUTH_CACHE_SECONDS`` (see ``Settings``).
+    """
     admin.revoke_key(db, principal, key_id, now=now)
+    cache: AuthCache = request.app.state.auth_cache
+    cache.forget_key(key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

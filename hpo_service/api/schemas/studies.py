@@ -197,3 +197,9 @@ class ExtrapolationRead(BaseModel):
     params: dict[str, float | int | str]
     rules: list[RuleRead]
     warnings: list[str]
+    implied: dict[str, float] = Field(
+        default_factory=dict,
+        description="values the target model needs that are not trial parameters (the "
+        "residual-branch and readout multipliers the parameterisation implies): apply them "
+        "in the model, next to `params`",
+    )

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, select
 
-from hpo_service.cli import main as cli
 from hpo_service.api.app import create_app
+from hpo_service.cli import main as cli
 from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database

@@ -89,6 +89,9 @@ class Size:
     width_rung_trials: int
     device: str = "cpu"
     ladder_shapes: tuple[tuple[int, int], ...] = ()
+    # The oracle's LR sweep at the target (octaves from (a)'s LR). At the default size a
+    # target run costs minutes on a CPU core, so its sweep is five points, not eight.
+    oracle_offsets: tuple[float, ...] = ORACLE_OFFSETS
 
     @property
     def tokens_per_step(self) -> int:
@@ -103,6 +106,7 @@ SIZES = {
     "default": Size(
         "default", (64, 2), (512, 8), 300, 32, 8, 40, 40, 12, 20,
         ladder_shapes=((128, 2), (256, 2), (64, 8), (128, 4), (256, 8)),
+        oracle_offsets=(-1.0, -0.5, 0.0, 0.5, 1.0),
     ),
     # Mechanics only (a minute): every stage on toy budgets; its figures mean nothing.
     "smoke": Size(
@@ -561,12 +565,12 @@ def evaluate(
     a = arms["a"]
     lr_key = "lr.hidden"
     sweep = {}
-    for off in ORACLE_OFFSETS:
+    for off in size.oracle_offsets:
         p = {k: (v * 2.0**off if k.startswith("lr.") else v) for k, v in a.items()}
         outs = runner.run(_target_jobs(size, p, "completep", ORACLE_SEEDS), f"oracle {off:+.2f}")
         sweep[off] = [o["loss"] if o["loss"] is not None else math.inf for o in outs]
-    offs = np.array(ORACLE_OFFSETS)
-    means = np.array([np.mean(sweep[o]) for o in ORACLE_OFFSETS])
+    offs = np.array(size.oracle_offsets)
+    means = np.array([np.mean(sweep[o]) for o in size.oracle_offsets])
     best_off = _vertex(offs, means)
     arms["o"] = {k: (v * 2.0**best_off if k.startswith("lr.") else v) for k, v in a.items()}
     per_arm: dict[str, Any] = {}

@@ -98,7 +98,9 @@ class _Blocking:
 
 
 def test_refill_from_an_older_history_is_not_fresh() -> None:
-    old = _Blocking(0.1)
+    # Every stub exists before ``try``: the ``finally`` opens all their gates, and a name
+    # bound halfway through would mask an early failure with an UnboundLocalError.
+    old, new, blocked = _Blocking(0.1), _Blocking(0.5), _Blocking(0.8)
     pool = SuggestionPool(PoolSettings(deadline_s=0.2, refill_batch=4))
     try:
         first = pool.suggest("s", 1, old, SPACE, history="h1", seed=0)
@@ -117,7 +119,6 @@ def test_refill_from_an_older_history_is_not_fresh() -> None:
         # New results arrived (history h2): the refill in flight was started with h1, so
         # the request does not wait for it but runs the designer itself, for exactly
         # the one point it wants although the designer counts as slow.
-        new = _Blocking(0.5)
         new.gate.set()
         third = pool.suggest("s", 1, new, SPACE, history="h2", seed=0, deadline_s=5.0)
         assert third[0].params["x"] == 0.51
@@ -126,7 +127,6 @@ def test_refill_from_an_older_history_is_not_fresh() -> None:
         old.gate.set()
         assert pool.wait_idle("s", 30)
         # The refill's points were computed without h2's results: tagged when handed out.
-        blocked = _Blocking(0.8)
         fourth = pool.suggest("s", 1, blocked, SPACE, history="h2", seed=0)
         assert 0.1 < fourth[0].params["x"] < 0.2
         assert fourth[0].metadata["pooled"] is True

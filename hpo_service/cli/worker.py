@@ -12,11 +12,13 @@ import argparse
 import logging
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
 from hpo_service.worker.config import WorkerConfig
+from hpo_service.worker.devices import DeviceSpecError, detect_gpus, plan_slots
 from hpo_service.worker.loop import Worker, default_worker_id
 from hpo_service.worker.progress import RichSink, make_sink
 
@@ -52,7 +54,26 @@ def add_worker_parser(subparsers: Any) -> None:
         help="lease holder id (default <host>-<pid>); reuse it to get your "
         "trials back after a restart",
     )
-    p.add_argument("--parallel", type=int, default=1, help="trials run at once (default 1)")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        help="trials run at once, unpinned (default 1, or one per GPU group where GPUs are "
+        "detected)",
+    )
+    p.add_argument(
+        "--gpus",
+        default=None,
+        help="GPUs to run on, e.g. 0,1,2,3 or all: one slot per group of --gpus-per-trial, "
+        "each trial sees only its group through CUDA_VISIBLE_DEVICES (default: all detected "
+        "GPUs unless --parallel is given)",
+    )
+    p.add_argument(
+        "--gpus-per-trial",
+        type=int,
+        default=None,
+        help="GPUs per trial; must divide the number of GPUs (default 1)",
+    )
     p.add_argument("--proxy", default=None, help="run built-in proxy NAME instead of a command")
     p.add_argument("--proxy-max-steps", type=int, default=None, help="cap on proxy steps")
     p.add_argument("--timeout", type=float, default=None, help="seconds per trial")
@@ -107,12 +128,19 @@ def add_worker_parser(subparsers: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> WorkerConfig:
-    """Build the worker's configuration from parsed flags."""
+    """Build the worker's configuration from parsed flags.
+
+    Raises:
+        DeviceSpecError: the GPU flags cannot be satisfied (see ``worker/devices.py``).
+    """
     command = list(args.command or [])
     if command and command[0] == "--":
         command = command[1:]
     if not args.key:
         raise SystemExit("hpo worker: --key (or $HPO_API_KEY) is required")
+    plan = plan_slots(
+        args.gpus, args.gpus_per_trial, args.parallel, lambda: detect_gpus(os.environ)
+    )
     return WorkerConfig(
         server=args.server,
         key=args.key,
@@ -120,7 +148,8 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         worker_id=args.worker_id or default_worker_id(),
         command=tuple(command),
         proxy=args.proxy,
-        parallel=args.parallel,
+        parallel=plan.parallel,
+        devices=plan.devices,
         heartbeat_seconds=args.heartbeat_seconds,
         timeout=args.timeout,
         kill_grace=args.kill_grace,
@@ -135,8 +164,17 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Run the worker until the study has no more work or a signal says stop."""
-    config = config_from_args(args)
+    """Run the worker until the study has no more work or a signal says stop.
+
+    Returns:
+        0 when the work ran out, 1 when a trial could not be reported, 2 for a bad
+        configuration (GPU flags, study, command placeholders).
+    """
+    try:
+        config = config_from_args(args)
+    except DeviceSpecError as exc:
+        sys.stderr.write(f"hpo worker: error: {exc}\n")
+        return 2
     # httpx logs every request at INFO; a worker polling for hours must not.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     sink = make_sink(args.progress, config.parallel, args.verbose)

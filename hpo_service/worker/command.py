@@ -247,11 +247,30 @@ def final_result(
 
 # Running ----------------------------------------------------------------------------------
 def trial_environment(
-    trial: Trial, worker_id: str, result_file: Path, base: Mapping[str, str]
+    trial: Trial,
+    worker_id: str,
+    result_file: Path,
+    base: Mapping[str, str],
+    *,
+    devices: str | None = None,
 ) -> dict[str, str]:
-    """The child's environment: the worker's, minus its API key, plus the trial's."""
+    """The child's environment: the worker's, minus its API key, plus the trial's.
+
+    Args:
+        trial: the leased trial.
+        worker_id: the slot's lease holder id.
+        result_file: where the command may write its result.
+        base: the worker's own environment.
+        devices: the slot's GPUs; set as ``CUDA_VISIBLE_DEVICES`` so the command sees
+            only them (its ``cuda:0`` is the slot's first GPU). ``CUDA_DEVICE_ORDER``
+            defaults to ``PCI_BUS_ID`` so the ids mean what ``nvidia-smi`` and Slurm call
+            them, not CUDA's fastest-first order; a value the user set is kept.
+    """
     env = {k: v for k, v in base.items() if k not in _SECRET_ENV}
     env.setdefault("PYTHONUNBUFFERED", "1")  # metrics should arrive while training runs
+    if devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = devices
+        env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     env.update(
         {
             "HPO_PARAMS": json.dumps(trial.params, sort_keys=True),

@@ -19,6 +19,9 @@ class WorkerConfig:
         command: the command line to run per trial (command mode).
         proxy: a built-in proxy name (proxy mode), instead of ``command``.
         parallel: number of slots.
+        devices: per slot, the GPUs its trials see (``CUDA_VISIBLE_DEVICES``, e.g.
+            ``"0,1"``); one entry per slot, or empty for unpinned slots (``devices.py``
+            derives both this and ``parallel`` from ``--gpus``).
         heartbeat_seconds: the longest interval between heartbeats; shortened to a third of
             the lease the service actually granted.
         timeout: seconds a trial may run before it is killed and failed.
@@ -41,6 +44,7 @@ class WorkerConfig:
     command: tuple[str, ...] = ()
     proxy: str | None = None
     parallel: int = 1
+    devices: tuple[str, ...] = ()
     heartbeat_seconds: float = 30.0
     timeout: float | None = None
     kill_grace: float = 10.0

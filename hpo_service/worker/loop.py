@@ -3,11 +3,17 @@
 One ``Worker`` runs ``parallel`` slots, each a thread that leases one trial at a time
 (``count=1``) under its own worker id (``<id>.<slot>`` when there are several slots:
 the service hands a worker its own active trials first, so slots sharing one id would
-be handed each other's trials). While a trial runs, a heartbeat thread keeps its lease
-and watches for ``should_stop``; intermediate measurements go to the service as they
-arrive. Every call goes through ``retry_call``; the finishing call of a trial carries
-one Idempotency-Key for all its attempts, so a completion that reached the service
-before the connection broke is answered again, never applied twice.
+be handed each other's trials). A pinned slot (``config.devices``) runs every trial in a
+child process that sees only its GPUs: a command gets them as ``CUDA_VISIBLE_DEVICES``,
+and a built-in proxy, which otherwise trains in the slot's thread, is started as a child
+(``proxy_child``) because a thread cannot have devices of its own. A completion records
+where the trial ran (``host``, and ``devices`` when pinned) in its cost.
+
+While a trial runs, a heartbeat thread keeps its lease and watches for ``should_stop``;
+intermediate measurements go to the service as they arrive. Every call goes through
+``retry_call``; the finishing call of a trial carries one Idempotency-Key for all its
+attempts, so a completion that reached the service before the connection broke is
+answered again, never applied twice.
 
 Shutdown (SIGTERM/SIGINT, via ``request_shutdown``): slots stop leasing and release
 their trials (``fail`` with ``retry: true``) after stopping the work, so another worker
@@ -40,6 +46,7 @@ from hpo_service.client.client import HPOClient
 from hpo_service.client.errors import ProblemError
 from hpo_service.client.models import Study, Trial
 from hpo_service.worker.command import (
+    CommandOutcome,
     MetricLine,
     PlaceholderError,
     final_result,
@@ -52,6 +59,7 @@ from hpo_service.worker.command import (
 from hpo_service.worker.config import WorkerConfig
 from hpo_service.worker.heartbeat import HeartbeatThread
 from hpo_service.worker.ports import Sink
+from hpo_service.worker.proxy_child import DIVERGED_EXIT, child_argv
 from hpo_service.worker.reporter import MeasurementReporter
 from hpo_service.worker.trial_run import Outcome, TrialRun, finite_metrics, judge_result
 
@@ -165,6 +173,10 @@ class Worker:
             raise ConfigError("give either a command (after --) or --proxy NAME, not both")
         if cfg.parallel < 1:
             raise ConfigError("--parallel must be at least 1")
+        if cfg.devices and len(cfg.devices) != cfg.parallel:
+            raise ConfigError(
+                f"{len(cfg.devices)} GPU groups for {cfg.parallel} slots: give one per slot"
+            )
         with self._client_factory() as client:
             try:
                 self._study = self.call(
@@ -203,6 +215,7 @@ class Worker:
             worker=cfg.worker_id,
             parallel=cfg.parallel,
             mode="proxy" if cfg.proxy else "command",
+            devices=list(cfg.devices) or None,
         )
         threads = [
             threading.Thread(target=self._slot_main, args=(i,), name=f"slot-{i}", daemon=True)
@@ -220,6 +233,18 @@ class Worker:
     def _slot_id(self, slot: int) -> str:
         wid = self.config.worker_id
         return wid if self.config.parallel == 1 else f"{wid}.{slot}"
+
+    def _slot_devices(self, slot: int) -> str | None:
+        """The slot's ``CUDA_VISIBLE_DEVICES``, or None when slots are not pinned."""
+        return self.config.devices[slot] if self.config.devices else None
+
+    def _placement(self, slot: int) -> JSON:
+        """Where a trial ran, recorded in its cost: which host, which GPUs if pinned."""
+        where: JSON = {"host": socket.gethostname()}
+        devices = self._slot_devices(slot)
+        if devices is not None:
+            where["devices"] = devices
+        return where
 
     def _slot_main(self, slot: int) -> None:
         try:
@@ -312,10 +337,12 @@ class Worker:
         run.reporter = MeasurementReporter(self, client, run)
         run.reporter.start()
         try:
-            if self.config.proxy:
-                outcome = self._run_proxy(client, run)
-            else:
+            if not self.config.proxy:
                 outcome = self._run_command(client, run)
+            elif self._slot_devices(slot) is not None:
+                outcome = self._run_proxy_child(client, run)
+            else:
+                outcome = self._run_proxy(client, run)
         except Exception as exc:
             outcome = Outcome(
                 "fail",
@@ -441,9 +468,24 @@ class Worker:
             argv = substitute(self.config.command, run.trial.params, inactive=names)
         except PlaceholderError as exc:
             return Outcome("fail", reason=str(exc))
+        outcome, metrics, cost = self._run_child(run, argv)
+        if outcome.succeeded and outcome.parse_errors and not metrics:
+            return Outcome("fail", reason=outcome.failure_reason())
+        return self._decide(run, outcome.succeeded, metrics, cost, outcome.failure_reason())
+
+    def _run_child(
+        self, run: TrialRun, argv: list[str]
+    ) -> tuple[CommandOutcome, dict[str, float], dict[str, Any]]:
+        """Run one child process for the trial; return how it ended and its result."""
         with TemporaryDirectory(prefix=f"hpo-{run.id}-") as tmp:
             result_file = Path(tmp) / "result.json"
-            env = trial_environment(run.trial, run.worker_id, result_file, os.environ)
+            env = trial_environment(
+                run.trial,
+                run.worker_id,
+                result_file,
+                os.environ,
+                devices=self._slot_devices(run.slot),
+            )
 
             def on_line(line: MetricLine) -> None:
                 if line.total_steps is not None:
@@ -474,17 +516,33 @@ class Worker:
                 from_file = None
                 outcome.parse_errors.append(str(exc))
         metrics, cost = final_result(outcome.lines, from_file)
-        cost = {"wall_seconds": round(outcome.elapsed_s, 3), **cost}
-        if outcome.succeeded and outcome.parse_errors and not metrics:
-            return Outcome("fail", reason=outcome.failure_reason())
+        return outcome, metrics, {"wall_seconds": round(outcome.elapsed_s, 3), **cost}
+
+    def _proxy_seeds(self, run: TrialRun) -> tuple[int, int]:
+        """(init seed, data seed): per trial, and one data order for the whole study."""
+        base = int(self.study.seed) if self.study.seed is not None else 0
+        return base * 1_000_003 + run.trial.number, base
+
+    def _run_proxy_child(self, client: HPOClient, run: TrialRun) -> Outcome:
+        """Train the proxy in a child that sees only the slot's GPUs (see ``proxy_child``)."""
+        assert self.config.proxy is not None
+        seed, data_seed = self._proxy_seeds(run)
+        argv = child_argv(
+            self.config.proxy,
+            self.study.scale,
+            seed=seed,
+            data_seed=data_seed,
+            max_steps=self.config.proxy_max_steps,
+        )
+        outcome, metrics, cost = self._run_child(run, argv)
+        if outcome.returncode == DIVERGED_EXIT and run.why != "shutdown":
+            return Outcome("infeasible", reason=f"training diverged; metrics {metrics}")
         return self._decide(run, outcome.succeeded, metrics, cost, outcome.failure_reason())
 
     def _run_proxy(self, client: HPOClient, run: TrialRun) -> Outcome:
         assert self._proxy is not None
         assert self.config.proxy is not None
-        seed_base = self.study.seed
-        number = run.trial.number
-        seed = (int(seed_base) if seed_base is not None else 0) * 1_000_003 + number
+        seed, data_seed = self._proxy_seeds(run)
         start = time.monotonic()
 
         def on_measurement(step: int, metrics: dict[str, float]) -> bool:
@@ -499,7 +557,7 @@ class Worker:
             kwargs["max_steps"] = self.config.proxy_max_steps
         if "data_seed" in inspect.signature(self._proxy).parameters:
             # Every trial sees the same batches, so differences come from the parameters.
-            kwargs["data_seed"] = int(seed_base) if seed_base is not None else 0
+            kwargs["data_seed"] = data_seed
         result = self._proxy(self.config.proxy, run.trial.params, self.study.scale, **kwargs)
         metrics = {k: float(v) for k, v in dict(result.metrics).items()}
         cost = dict(result.cost)
@@ -526,11 +584,10 @@ class Worker:
         reason = outcome.reason[:4000]
         fn: Callable[[], Trial]
         if outcome.action == "complete":
+            cost = {**outcome.cost, **self._placement(slot)}
 
             def fn() -> Trial:
-                return client.trials.complete(
-                    tid, wid, outcome.metrics, outcome.cost, idempotency_key=key
-                )
+                return client.trials.complete(tid, wid, outcome.metrics, cost, idempotency_key=key)
         elif outcome.action == "infeasible":
 
             def fn() -> Trial:

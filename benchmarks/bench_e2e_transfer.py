@@ -564,13 +564,26 @@ def evaluate(
     arms = dict(frozen["arms"])
     a = arms["a"]
     lr_key = "lr.hidden"
-    sweep = {}
-    for off in size.oracle_offsets:
+    sweep: dict[float, list[float]] = {}
+
+    def measure(off: float) -> None:
         p = {k: (v * 2.0**off if k.startswith("lr.") else v) for k, v in a.items()}
         outs = runner.run(_target_jobs(size, p, "completep", ORACLE_SEEDS), f"oracle {off:+.2f}")
         sweep[off] = [o["loss"] if o["loss"] is not None else math.inf for o in outs]
-    offs = np.array(size.oracle_offsets)
-    means = np.array([np.mean(sweep[o]) for o in size.oracle_offsets])
+
+    for off in size.oracle_offsets:
+        measure(off)
+    # A sweep whose best point is one of its ends has not found the optimum: extend it
+    # by half an octave at a time on that side (at most three times).
+    for _ in range(3):
+        offs = sorted(sweep)
+        best = min(offs, key=lambda o: float(np.mean(sweep[o])))
+        if best not in (offs[0], offs[-1]):
+            break
+        measure(best - 0.5 if best == offs[0] else best + 0.5)
+    offs_sorted = sorted(sweep)
+    offs = np.array(offs_sorted)
+    means = np.array([np.mean(sweep[o]) for o in offs_sorted])
     best_off = _vertex(offs, means)
     arms["o"] = {k: (v * 2.0**best_off if k.startswith("lr.") else v) for k, v in a.items()}
     per_arm: dict[str, Any] = {}
@@ -612,7 +625,9 @@ def summarise(
     out["lr_error_octaves"] = math.log2(c_lr / o_lr)
     out["oracle_offset_octaves"] = ev["oracle_offset"]
     sweep = ev["oracle_sweep"]
-    out["a_fairly_tuned"] = {k: float(np.mean(sweep[k])) for k in ("-1.0", "0.0", "1.0")}
+    out["a_fairly_tuned"] = {
+        k: float(np.mean(sweep[k])) for k in ("-1.0", "0.0", "1.0") if k in sweep
+    }
     sp = {
         k: speedup(curves["a"], curves[k], steps, size.steps)
         for k in ("b", "c", "o")

@@ -3,7 +3,7 @@
 Creates a scratch database on the server at ``HPO_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``), migrates it, bulk-inserts ``--trials``
 trials over ``--studies`` studies of four tenants, runs ANALYZE, then times
-``services.admin.list_trials`` (the exact code behind ``GET /v1/admin/trials``):
+``services.history.list_trials`` (the exact code behind ``GET /v1/admin/trials``):
 
 - a full walk of every page for each ordering and several filters;
 - the streamed JSONL and CSV exports of everything.
@@ -37,7 +37,7 @@ from hpo_service.db.migrate import upgrade_to_head
 from hpo_service.db.models import MeasurementRow, StudyRow, TrialRow
 from hpo_service.db.repositories import TrialFilter
 from hpo_service.domain import Principal, Role
-from hpo_service.services import admin, export
+from hpo_service.services import export, history
 
 RESULTS = Path(__file__).parent / "results"
 PG = os.environ.get("HPO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -129,7 +129,7 @@ def walk(db: Database, flt: TrialFilter, order_by: Any, page_size: int) -> dict[
     times, rows, token = [], 0, None
     while True:
         start = time.perf_counter()
-        page = admin.list_trials(
+        page = history.list_trials(
             db, ADMIN, flt, order_by=order_by, page_size=page_size, page_token=token
         )
         times.append((time.perf_counter() - start) * 1000)

@@ -24,7 +24,7 @@ from hpo_service.config import Settings
 from hpo_service.dashboard.routes import install_dashboard
 from hpo_service.db.database import Database
 from hpo_service.db.key_secret_check import KeySecretMismatchError
-from hpo_service.services.admin import KeyUsageRecorder
+from hpo_service.services.key_usage import KeyUsageRecorder
 
 __all__ = ["app_from_environment", "create_app"]
 

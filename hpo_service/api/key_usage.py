@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hpo_service.db.base import utcnow
 from hpo_service.domain import Principal
-from hpo_service.services.admin import KeyUsageRecorder
+from hpo_service.services.key_usage import KeyUsageRecorder
 
 __all__ = ["KeyUsageMiddleware"]
 

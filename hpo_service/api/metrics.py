@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hpo_service.api.schemas.admin import LatencyRead
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
-from hpo_service.services import admin
+from hpo_service.services import stats
 
 __all__ = ["Metrics", "MetricsMiddleware", "router"]
 
@@ -50,7 +50,7 @@ class _DatabaseCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("hpo_database_up", "Whether the last scrape could read the DB.")
         try:
-            s = admin.system_stats(self.db, now=utcnow())
+            s = stats.system_stats(self.db, now=utcnow())
         except Exception:  # the database is down: report that, not a 500
             log.warning("metrics: database unavailable", exc_info=True)
             up.add_metric([], 0)

@@ -19,7 +19,7 @@ from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
 from hpo_service.errors import HPOError
-from hpo_service.services import export
+from hpo_service.services import dump
 
 __all__ = ["add_admin_parsers", "cmd_export", "cmd_import"]
 
@@ -55,7 +55,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     db = _database(args)
     try:
         with _opened(args.output, "w") as out:
-            counts = export.dump(db, out, study_id=args.study, now=utcnow())
+            counts = dump.dump(db, out, study_id=args.study, now=utcnow())
     except HPOError as exc:
         sys.stderr.write(f"error: {exc.detail}\n")
         return 2
@@ -70,7 +70,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     db = _database(args, check_secret=True)
     try:
         with _opened(args.input, "r") as source:
-            counts = export.load(db, source, skip_existing=args.skip_existing, now=utcnow())
+            counts = dump.load(db, source, skip_existing=args.skip_existing, now=utcnow())
     except HPOError as exc:
         sys.stderr.write(f"error: {exc.detail}\n")
         return 2

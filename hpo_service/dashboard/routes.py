@@ -33,7 +33,15 @@ from hpo_service.errors import (
     InvalidInputError,
     PermissionDeniedError,
 )
-from hpo_service.services import admin, refine, scaling, studies, trials, ui_sessions
+from hpo_service.services import (
+    history,
+    refine,
+    scaling,
+    studies,
+    trials,
+    ui_sessions,
+    worker_activity,
+)
 from hpo_service.services.transfer import effective_space
 
 __all__ = ["install_dashboard", "router"]
@@ -231,13 +239,13 @@ def _param_specs(study: Study) -> list[dict[str, Any]]:
     return specs
 
 
-def _chart_data(study: Study, history: list[Trial]) -> dict[str, Any]:
+def _chart_data(study: Study, charted: list[Trial]) -> dict[str, Any]:
     """What dashboard.js plots: objective per trial, best so far, params of each trial."""
     objective = study.config.objective
     sign = objective.sign()
     best: float | None = None
     points = []
-    for t in history:
+    for t in charted:
         value = objective_value(objective, t.result) if t.state is TrialState.COMPLETED else None
         if value is not None and (best is None or sign * value < sign * best):
             best = value
@@ -315,7 +323,7 @@ def _study_view(
     """Render the study page; a failed refine re-renders it with the reason."""
     db = _db(request)
     study = studies.get_study(db, current.principal, study_id)
-    history = admin.chart_trials(db, current.principal, study.id)
+    charted = history.chart_trials(db, current.principal, study.id)
     table = trials.list_trials(
         db,
         current.principal,
@@ -334,7 +342,7 @@ def _study_view(
             ).to_json()
         except HPOError as exc:
             extrapolation_error = exc.detail
-    chart = _chart_data(study, history)
+    chart = _chart_data(study, charted)
     best = next(
         (p for p in reversed(chart["trials"]) if p["best"] is not None and p["value"] == p["best"]),
         None,
@@ -421,7 +429,7 @@ def workers_page(request: Request) -> Response:
     current = _session(request)
     if current is None:
         return _to_login()
-    overview = admin.workers_overview(
+    overview = worker_activity.workers_overview(
         _db(request), current.principal, lease_seconds=_settings(request).lease_seconds
     )
     return _page(request, "workers.html", current, overview=overview, now=utcnow())

@@ -40,6 +40,11 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
+    @property
+    def python_type(self) -> type[datetime]:
+        """``datetime``: what values of this type are in Python (page keys check it)."""
+        return datetime
+
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """Store UTC; naive on SQLite, which has no zone type."""
         if value is None:

@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 from hpo_service.db.database import Database
 from hpo_service.db.models import AuditRow
 from hpo_service.db.repositories import AuditRepository
+from hpo_service.db.repositories.audit import AUDIT_NEWEST_FIRST
 from hpo_service.domain import Principal, Role
-from hpo_service.errors import InvalidInputError
 from hpo_service.services.access import require_role
-from hpo_service.services.pagination import Page, decode_token, encode_token
+from hpo_service.services.pagination import Page, next_token, read_token
 
 __all__ = ["AuditEntry", "list_entries", "record", "record_now"]
 
@@ -101,22 +101,15 @@ def list_entries(
 ) -> Page[AuditEntry]:
     """Entries newest first (admins only)."""
     require_role(principal, Role.ADMIN)
-    cursor = decode_token(page_token)
-    before_id = None
-    if cursor is not None:
-        raw = cursor.get("b")
-        if not isinstance(raw, int):
-            raise InvalidInputError.at(("query", "page_token"), "malformed page token")
-        before_id = raw
+    after = read_token(page_token, AUDIT_NEWEST_FIRST)
     with db.read() as session:
-        rows = AuditRepository(session).page(
+        got = AuditRepository(session).page(
             action=action,
             actor_key_id=actor_key_id,
             since=since,
             until=until,
-            before_id=before_id,
-            limit=page_size + 1,
+            after=after,
+            limit=page_size,
         )
-        items = [_entry(r) for r in rows[:page_size]]
-    token = encode_token({"b": items[-1].id}) if len(rows) > page_size and items else None
-    return Page(items, token)
+        items = [_entry(r) for r in got.rows]
+    return Page(items, next_token(AUDIT_NEWEST_FIRST, got.next_key))

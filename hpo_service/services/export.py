@@ -1,71 +1,38 @@
-"""Exports: trial history as CSV/JSONL/Parquet streams, and lossless JSONL dumps.
+"""The history export: one record per trial for analysis (``GET /v1/admin/export``).
 
-Two different products share this module because they share the streaming discipline:
-rows are read ``chunk`` at a time with ``yield_per`` (a server-side cursor on PostgreSQL)
-and measurements are fetched once per chunk, so memory stays flat however many trials
-there are.
-
-* ``history_stream``: one record per trial for analysis (``GET /v1/admin/export``).
-  CSV and Parquet are flat (``param.<name>`` and ``metric.<name>`` columns; Parquet is
-  written one row group per chunk); JSONL nests params, result and measurements.
-* ``dump`` / ``load``: every column of every row, typed (timestamps as RFC 3339, bytes
-  as base64), for ``hpo export`` / ``hpo import``: a whole database or one study moves
-  between SQLite and PostgreSQL without losing a field. Only the surrogate ids of
-  measurements and audit entries are renumbered (their order is kept); idempotency
-  records, a 24-hour replay cache, are not history and are left out.
+CSV and Parquet are flat (``param.<name>`` and ``metric.<name>`` columns; Parquet is
+written one row group per chunk); JSONL nests params, result and measurements. Rows are
+read ``chunk`` at a time (``ExportRepository.stream``) and measurements fetched once per
+chunk, so memory stays flat however many trials there are. The lossless copy of a whole
+database is another product: ``services/dump.py``.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import hmac
 import io
 import json
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import LargeBinary, Table, insert, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from hpo_service.db.base import UTCDateTime
 from hpo_service.db.database import Database
 from hpo_service.db.ids import is_wellformed
-from hpo_service.db.key_secret_check import check_value
-from hpo_service.db.migrate import head_revision
-from hpo_service.db.models import (
-    ApiKeyRow,
-    AuditRow,
-    KeySecretCheckRow,
-    MeasurementRow,
-    StudyRow,
-    TrialRow,
-)
-from hpo_service.db.repositories import AdminRepository, StudyRepository, TrialFilter
-from hpo_service.db.repositories.admin import TrialWithStudy
+from hpo_service.db.models import MeasurementRow
+from hpo_service.db.repositories import ExportRepository, StudyRepository, TrialFilter
+from hpo_service.db.repositories.trial_filter import TrialWithStudy
 from hpo_service.domain import Principal, Role
-from hpo_service.errors import ConflictError, InvalidInputError, StudyNotFoundError
+from hpo_service.errors import StudyNotFoundError
 from hpo_service.services import audit
 from hpo_service.services.access import require_role
 
-__all__ = [
-    "DUMP_FORMAT",
-    "DumpCounts",
-    "ExportFormat",
-    "HistoryExport",
-    "dump",
-    "history_stream",
-    "load",
-]
+__all__ = ["ExportFormat", "HistoryExport", "history_stream"]
 
 ExportFormat = Literal["csv", "jsonl", "parquet"]
-DUMP_FORMAT = "hpo-export"
-DUMP_VERSION = 1
 _CHUNK = 1000
 
 _MEDIA = {
@@ -137,7 +104,7 @@ def _param_type(kind: str) -> pa.DataType:
     )
 
 
-def _layout(repo: AdminRepository, flt: TrialFilter) -> _Columns:
+def _layout(repo: ExportRepository, flt: TrialFilter) -> _Columns:
     """Parameter names and types from the studies' spaces; metric names from the data."""
     params: dict[str, pa.DataType] = {}
     metrics: set[str] = set()
@@ -304,7 +271,7 @@ def _parquet(chunks: Iterator[list[dict[str, Any]]], cols: _Columns) -> Iterator
 def _records(db: Database, flt: TrialFilter) -> Iterator[list[dict[str, Any]]]:
     """Chunks of nested trial records; holds one read transaction while iterated."""
     with db.read() as session:
-        repo = AdminRepository(session)
+        repo = ExportRepository(session)
         for part in repo.stream(flt, chunk=_CHUNK):
             measurements = repo.measurements([r.trial.id for r in part])
             yield [_record(r, measurements[r.trial.id]) for r in part]
@@ -334,7 +301,7 @@ def history_stream(
             not is_wellformed(study_id) or StudyRepository(session).get(study_id) is None
         ):
             raise StudyNotFoundError(study_id)
-        cols = _layout(AdminRepository(session), flt)
+        cols = _layout(ExportRepository(session), flt)
         audit.record(
             session,
             principal,
@@ -353,281 +320,3 @@ def history_stream(
         chunks = _parquet(records, cols)
     stem = f"trials-{study_id}" if study_id else "trials"
     return HistoryExport(_MEDIA[fmt], f"{stem}.{fmt}", chunks)
-
-
-# -- lossless dump / load -------------------------------------------------------------------
-
-
-@dataclass
-class DumpCounts:
-    """How many rows of each kind a dump wrote or a load inserted (or skipped)."""
-
-    written: dict[str, int] = field(default_factory=dict)
-    skipped: dict[str, int] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    def add(self, kind: str, n: int = 1, *, skipped: bool = False) -> None:
-        """Count ``n`` more rows of ``kind``."""
-        target = self.skipped if skipped else self.written
-        target[kind] = target.get(kind, 0) + n
-
-
-# kind → (table, columns left out because they are surrogate keys renumbered on load)
-_KINDS: dict[str, tuple[Table, frozenset[str]]] = {
-    "api_key": (ApiKeyRow.__table__, frozenset()),  # type: ignore[dict-item]
-    "study": (StudyRow.__table__, frozenset()),  # type: ignore[dict-item]
-    "trial": (TrialRow.__table__, frozenset()),  # type: ignore[dict-item]
-    "measurement": (MeasurementRow.__table__, frozenset({"id"})),  # type: ignore[dict-item]
-    "audit": (AuditRow.__table__, frozenset({"id"})),  # type: ignore[dict-item]
-}
-# Insert order: a row's parents are flushed before it.
-_ORDER = ["api_key", "study", "trial", "measurement", "audit"]
-
-
-def _encode(table: Table, skip: frozenset[str], row: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for column in table.columns:
-        if column.name in skip:
-            continue
-        value = row._mapping[column]
-        if value is not None and isinstance(column.type, UTCDateTime):
-            value = value.isoformat()
-        elif value is not None and isinstance(column.type, LargeBinary):
-            value = base64.b64encode(value).decode()
-        out[column.name] = value
-    return out
-
-
-def _decode(table: Table, skip: frozenset[str], data: dict[str, Any], line: int) -> dict[str, Any]:
-    unknown = set(data) - {c.name for c in table.columns}
-    if unknown:
-        raise InvalidInputError.at(("line", line), f"unknown columns {sorted(unknown)}")
-    out: dict[str, Any] = {}
-    for column in table.columns:
-        if column.name in skip:
-            continue
-        if column.name not in data and not column.nullable:
-            raise InvalidInputError.at(("line", line), f"missing column {column.name!r}")
-        value = data.get(column.name)
-        try:
-            if value is not None and isinstance(column.type, UTCDateTime):
-                value = datetime.fromisoformat(value)
-            elif value is not None and isinstance(column.type, LargeBinary):
-                value = base64.b64decode(value)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError.at(("line", line), f"bad {column.name}: {exc}") from exc
-        out[column.name] = value
-    return out
-
-
-def _line(kind: str, row: dict[str, Any]) -> str:
-    return json.dumps({"kind": kind, "row": row}, separators=(",", ":"), allow_nan=True) + "\n"
-
-
-def _rows(session: Session, kind: str, where: Any = None) -> Iterator[dict[str, Any]]:
-    table, skip = _KINDS[kind]
-    stmt = select(table)
-    if where is not None:
-        stmt = stmt.where(where)
-    stmt = stmt.order_by(*table.primary_key.columns).execution_options(yield_per=_CHUNK)
-    for row in session.execute(stmt):
-        yield _encode(table, skip, row)
-
-
-def dump(db: Database, out: IO[str], *, study_id: str | None = None, now: datetime) -> DumpCounts:
-    """Write the whole database (keys, studies, trials, measurements, audit) or one study.
-
-    The first line is a header naming the format, its version and the schema revision;
-    a whole-database dump also carries the database's key-secret check value, so an
-    import can tell whether its keys will verify on the target (the value reveals nothing
-    about the secret).
-
-    Raises:
-        StudyNotFoundError: ``study_id`` names no study.
-    """
-    counts = DumpCounts()
-    header = {
-        "kind": DUMP_FORMAT,
-        "version": DUMP_VERSION,
-        "schema": head_revision(),
-        "scope": "study" if study_id else "database",
-        "exported_at": now.isoformat(),
-    }
-    with db.read() as session:
-        if study_id is not None and (
-            not is_wellformed(study_id) or StudyRepository(session).get(study_id) is None
-        ):
-            raise StudyNotFoundError(study_id)
-        if study_id is None:
-            header["key_secret_check"] = session.scalar(select(KeySecretCheckRow.check_value))
-        out.write(json.dumps(header) + "\n")
-        study_t, trial_t, meas_t = (_KINDS[k][0] for k in ("study", "trial", "measurement"))
-        if study_id is None:
-            kinds: list[tuple[str, Any]] = [(k, None) for k in _ORDER]
-        else:
-            trial_ids = select(trial_t.c.id).where(trial_t.c.study_id == study_id)
-            kinds = [
-                ("study", study_t.c.id == study_id),
-                ("trial", trial_t.c.study_id == study_id),
-                ("measurement", meas_t.c.trial_id.in_(trial_ids)),
-            ]
-        for kind, where in kinds:
-            for row in _rows(session, kind, where):
-                out.write(_line(kind, row))
-                counts.add(kind)
-    return counts
-
-
-class _Loader:
-    """Batches decoded rows per table and inserts them parents first."""
-
-    def __init__(self, session: Session, *, skip_existing: bool, batch: int = _CHUNK) -> None:
-        self.session = session
-        self.skip_existing = skip_existing
-        self.batch = batch
-        self.pending: dict[str, list[dict[str, Any]]] = {k: [] for k in _ORDER}
-        self.skipped_studies: set[str] = set()
-        self.skipped_trials: set[str] = set()
-        self.counts = DumpCounts()
-
-    def add(self, kind: str, row: dict[str, Any]) -> None:
-        if kind == "trial" and row["study_id"] in self.skipped_studies:
-            self.skipped_trials.add(row["id"])
-            self.counts.add(kind, skipped=True)
-            return
-        if kind == "measurement" and row["trial_id"] in self.skipped_trials:
-            self.counts.add(kind, skipped=True)
-            return
-        self.pending[kind].append(row)
-        if len(self.pending[kind]) >= self.batch:
-            self.flush()
-
-    def _existing(self, table: Table, ids: list[str]) -> set[str]:
-        stmt = select(table.c.id).where(table.c.id.in_(ids))
-        return {str(i) for i in self.session.scalars(stmt)}
-
-    def _drop_existing(self, kind: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        table = _KINDS[kind][0]
-        existing = self._existing(table, [r["id"] for r in rows])
-        if not existing:
-            return rows
-        if not self.skip_existing:
-            shown = ", ".join(sorted(existing)[:5])
-            raise ConflictError(
-                f"{len(existing)} {kind} rows already exist (e.g. {shown}); "
-                "import into an empty database or skip existing rows"
-            )
-        if kind == "study":
-            self.skipped_studies |= existing
-        self.counts.add(kind, len(existing), skipped=True)
-        return [r for r in rows if r["id"] not in existing]
-
-    def flush(self) -> None:
-        for kind in _ORDER:
-            rows = self.pending[kind]
-            if not rows:
-                continue
-            self.pending[kind] = []
-            if kind in ("api_key", "study"):
-                rows = self._drop_existing(kind, rows)
-            if kind == "trial" and self.skipped_studies:
-                kept = [r for r in rows if r["study_id"] not in self.skipped_studies]
-                self.skipped_trials |= {r["id"] for r in rows} - {r["id"] for r in kept}
-                self.counts.add(kind, len(rows) - len(kept), skipped=True)
-                rows = kept
-            if kind == "measurement" and self.skipped_trials:
-                kept = [r for r in rows if r["trial_id"] not in self.skipped_trials]
-                self.counts.add(kind, len(rows) - len(kept), skipped=True)
-                rows = kept
-            if rows:
-                self.session.execute(insert(_KINDS[kind][0]), rows)
-                self.counts.add(kind, len(rows))
-
-
-def _parse(
-    lines: Iterable[str], header: dict[str, Any]
-) -> Iterator[tuple[int, str, dict[str, Any]]]:
-    """(line number, kind, decoded row) of every record after a valid header.
-
-    The header itself is copied into ``header`` once read.
-    """
-    header_seen = False
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        try:
-            record = json.loads(text)
-        except ValueError as exc:
-            raise InvalidInputError.at(("line", number), f"not JSON: {exc}") from exc
-        if not isinstance(record, dict):
-            raise InvalidInputError.at(("line", number), "each line must be a JSON object")
-        if not header_seen:
-            if record.get("kind") != DUMP_FORMAT or record.get("version") != DUMP_VERSION:
-                raise InvalidInputError.at(
-                    ("line", number), f"not an {DUMP_FORMAT} v{DUMP_VERSION} file"
-                )
-            header_seen = True
-            header.update(record)
-            continue
-        kind, row = record.get("kind"), record.get("row")
-        if kind not in _KINDS or not isinstance(row, dict):
-            raise InvalidInputError.at(("line", number), f"unknown record kind {kind!r}")
-        table, skip = _KINDS[kind]
-        yield number, kind, _decode(table, skip, row, number)
-    if not header_seen:
-        raise InvalidInputError.at(("line", 1), "empty file: no export header")
-
-
-def _foreign_key_warning(session: Session, db: Database, header: dict[str, Any]) -> list[str]:
-    """A warning when the dump's keys were hashed under another secret than the target's.
-
-    Cheap and certain when the dump carries its check value; dumps written before it did
-    (or of a database that never checked one) cannot tell, and get no warning.
-    """
-    theirs = header.get("key_secret_check")
-    if not isinstance(theirs, str):
-        return []
-    ours = session.scalar(select(KeySecretCheckRow.check_value)) or check_value(db.key_secret)
-    if hmac.compare_digest(theirs, ours):
-        return []
-    return [
-        "the imported API keys were hashed under another key-hash secret than this "
-        "database's, so they will not verify here. To keep them, import into a fresh "
-        "database with the source's secret (HPO_KEY_HASH_SECRET, or its secret file "
-        "copied into place); otherwise create new keys with `hpo keys create`."
-    ]
-
-
-def load(
-    db: Database, lines: Iterable[str], *, skip_existing: bool = False, now: datetime
-) -> DumpCounts:
-    """Insert what ``dump`` wrote, all or nothing, and log the import in the audit log.
-
-    Args:
-        skip_existing: keep keys and studies that already exist (and skip the dump's
-            trials of such studies) instead of refusing the whole import.
-
-    Raises:
-        InvalidInputError: the file is not a dump or a line is malformed (line number
-            given).
-        ConflictError: a key or study already exists and ``skip_existing`` is false.
-    """
-    header: dict[str, Any] = {}
-    with db.write() as session:
-        loader = _Loader(session, skip_existing=skip_existing)
-        try:
-            for _number, kind, row in _parse(lines, header):
-                loader.add(kind, row)
-            loader.flush()
-        except IntegrityError as exc:
-            raise ConflictError(f"import conflicts with existing rows: {exc.orig}") from exc
-        if loader.counts.written.get("api_key"):
-            loader.counts.warnings.extend(_foreign_key_warning(session, db, header))
-        audit.record(
-            session,
-            None,
-            "import",
-            now=now,
-            detail={"written": loader.counts.written, "skipped": loader.counts.skipped},
-        )
-    return loader.counts

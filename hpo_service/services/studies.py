@@ -9,7 +9,6 @@ reclaim, a PATCH).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from hpo_service.db.base import utcnow
@@ -18,6 +17,7 @@ from hpo_service.db.ids import new_id
 from hpo_service.db.mapping import study_config, to_study, to_trial
 from hpo_service.db.models import StudyRow
 from hpo_service.db.repositories import StudyRepository, TrialRepository
+from hpo_service.db.repositories.studies import STUDIES_BY_CREATION
 from hpo_service.db.repositories.trials import set_state
 from hpo_service.domain import (
     Objective,
@@ -40,7 +40,7 @@ from hpo_service.errors import InvalidInputError
 from hpo_service.scaling.config import validate_scale
 from hpo_service.services import audit, transfer
 from hpo_service.services.access import require_role, visible_study
-from hpo_service.services.pagination import Page, decode_token, encode_token
+from hpo_service.services.pagination import Page, next_token, read_token
 
 __all__ = [
     "NewStudy",
@@ -173,28 +173,20 @@ def list_studies(
     page_token: str | None = None,
 ) -> Page[Study]:
     """The caller's studies (every tenant's for admins) in creation order."""
-    cursor = decode_token(page_token)
-    after = None
-    if cursor is not None:
-        after = (datetime.fromisoformat(str(cursor.get("c"))), str(cursor.get("i")))
+    after = read_token(page_token, STUDIES_BY_CREATION)
     with db.read() as session:
         repo = StudyRepository(session)
-        rows = repo.page(
+        got = repo.page(
             tenant=None if principal.is_admin else principal.tenant,
             family=family,
             state=state,
             name=name,
             after=after,
-            limit=page_size + 1,
+            limit=page_size,
         )
-        more = len(rows) > page_size
-        rows = rows[:page_size]
-        counts = repo.trial_counts([r.id for r in rows])
-        items = [to_study(r, counts[r.id]) for r in rows]
-    token = None
-    if more and rows:
-        token = encode_token({"c": rows[-1].created_at.isoformat(), "i": rows[-1].id})
-    return Page(items, token)
+        counts = repo.trial_counts([r.id for r in got.rows])
+        items = [to_study(r, counts[r.id]) for r in got.rows]
+    return Page(items, next_token(STUDIES_BY_CREATION, got.next_key))
 
 
 def update_study(db: Database, principal: Principal, study_id: str, changes: StudyChanges) -> Study:

@@ -93,16 +93,14 @@ def _candidates(
     if sources == "family":
         if family is None:
             return []
-        rows = list(
-            studies.page(
-                tenant=tenant,
-                family=family,
-                state=None,
-                name=None,
-                after=None,
-                limit=_MAX_SOURCES,
-            )
-        )
+        rows = studies.page(
+            tenant=tenant,
+            family=family,
+            state=None,
+            name=None,
+            after=None,
+            limit=_MAX_SOURCES,
+        ).rows
     elif isinstance(sources, list):
         rows = []
         for i, study_id in enumerate(sources):

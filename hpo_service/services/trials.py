@@ -29,7 +29,7 @@ from hpo_service.db.mapping import study_config, to_trial
 from hpo_service.db.models import StudyRow, TrialRow
 from hpo_service.db.repositories import StudyRepository, TrialRepository
 from hpo_service.db.repositories.lease_writes import LeaseTouch, LeaseWrites, NewMeasurement
-from hpo_service.db.repositories.trials import LeaseView, set_state
+from hpo_service.db.repositories.trials import LeaseCheck, set_state, trial_order
 from hpo_service.domain import (
     FINISHED_STATES,
     LEASED_STATES,
@@ -51,7 +51,7 @@ from hpo_service.errors import (
 )
 from hpo_service.services.access import require_role, visible_study, visible_trial
 from hpo_service.services.leases import lease_end, requeue_or_fail
-from hpo_service.services.pagination import Page, decode_token, encode_token
+from hpo_service.services.pagination import Page, next_token, read_token
 from hpo_service.services.studies import complete_if_done
 
 __all__ = [
@@ -120,7 +120,7 @@ def _require_objective(
 
 
 class _Leased(Protocol):
-    """What ``_held`` reads: an ORM trial row or a ``LeaseView``."""
+    """What ``_held`` reads: an ORM trial row or a ``LeaseCheck``."""
 
     @property
     def id(self) -> str: ...
@@ -178,11 +178,11 @@ def _read(repo: TrialRepository, row: TrialRow) -> Trial:
     return to_trial(row, repo.measurements([row.id])[row.id])
 
 
-def _lease(repo: TrialRepository, principal: Principal, trial_id: str) -> LeaseView:
+def _lease(repo: TrialRepository, principal: Principal, trial_id: str) -> LeaseCheck:
     """The trial's lease columns, row locked, if the caller may see it (else 404)."""
     if not is_wellformed(trial_id):
         raise TrialNotFoundError(trial_id)
-    view = repo.lease_view(trial_id)
+    view = repo.lease_check(trial_id)
     if view is None or not principal.can_see(view.tenant):
         raise TrialNotFoundError(trial_id)
     return view
@@ -445,33 +445,14 @@ def list_trials(
     page_token: str | None = None,
 ) -> Page[Trial]:
     """A page of a study's trials, with measurements loaded in one extra query."""
-    cursor = decode_token(page_token) or {}
     with db.read() as session:
         study = visible_study(session, principal, study_id)
-        goal = Objective.model_validate(study.objective).goal
+        order = trial_order(order_by, Objective.model_validate(study.objective).goal)
+        after = read_token(page_token, order)
         repo = TrialRepository(session)
-        offset = int(cursor.get("o", 0)) if order_by == "value" else 0
-        after = cursor.get("n") if order_by == "number" else None
-        rows = list(
-            repo.page(
-                study.id,
-                state=state,
-                worker_id=worker_id,
-                order_by=order_by,
-                goal=goal,
-                offset=offset,
-                after_number=int(after) if after is not None else None,
-                limit=page_size + 1,
-            )
+        got = repo.page(
+            study.id, state=state, worker_id=worker_id, order=order, after=after, limit=page_size
         )
-        more = len(rows) > page_size
-        rows = rows[:page_size]
-        measurements = repo.measurements([r.id for r in rows])
-        items = [to_trial(r, measurements[r.id]) for r in rows]
-    token = None
-    if more:
-        state_token: dict[str, Any] = (
-            {"o": offset + page_size} if order_by == "value" else {"n": rows[-1].number}
-        )
-        token = encode_token(state_token)
-    return Page(items, token)
+        measurements = repo.measurements([r.id for r in got.rows])
+        items = [to_trial(r, measurements[r.id]) for r in got.rows]
+    return Page(items, next_token(order, got.next_key))

@@ -23,7 +23,7 @@ from hpo_service.db.migrate import upgrade_to_head
 from hpo_service.db.models import ApiKeyRow, AuditRow, MeasurementRow, StudyRow, TrialRow
 from hpo_service.domain import Role
 from hpo_service.errors import ConflictError, InvalidInputError
-from hpo_service.services import api_keys, export
+from hpo_service.services import api_keys, dump
 from tests.builders import params, study
 from tests.conftest import PG_ADMIN_URL, require_postgres
 
@@ -138,21 +138,21 @@ def test_one_study_export_and_conflicts(db: Database, tmp_path: Path, clean_audi
     dump_file = tmp_path / "one.jsonl"
     assert run_cli("export", "--study", a, "--database-url", db.url, "-o", str(dump_file)) == 0
     kinds = [json.loads(line)["kind"] for line in dump_file.read_text().splitlines()]
-    assert kinds[0] == export.DUMP_FORMAT
+    assert kinds[0] == dump.DUMP_FORMAT
     assert set(kinds[1:]) == {"study", "trial", "measurement"}
     target = Database(f"sqlite:///{tmp_path / 'one.db'}")
     upgrade_to_head(target.engine)
-    counts = export.load(target, dump_file.open(), now=utcnow())
+    counts = dump.load(target, dump_file.open(), now=utcnow())
     assert counts.written == {"study": 1, "trial": 3, "measurement": 6}
     src, dst = snapshot(db), snapshot(target)
     assert dst["studies"] == [s for s in src["studies"] if s["id"] == a]
     assert dst["trials"] == [t for t in src["trials"] if t["study_id"] == a]
     # Importing again conflicts, all or nothing; --skip-existing skips instead.
     with pytest.raises(ConflictError):
-        export.load(target, dump_file.open(), now=utcnow())
+        dump.load(target, dump_file.open(), now=utcnow())
     assert snapshot(target)["trials"] == dst["trials"]
     assert run_cli("import", str(dump_file), "--database-url", target.url) == 2
-    counts = export.load(target, dump_file.open(), skip_existing=True, now=utcnow())
+    counts = dump.load(target, dump_file.open(), skip_existing=True, now=utcnow())
     assert counts.written == {}
     assert counts.skipped == {"study": 1, "trial": 3, "measurement": 6}
     target.dispose()
@@ -160,7 +160,7 @@ def test_one_study_export_and_conflicts(db: Database, tmp_path: Path, clean_audi
 
 
 def test_malformed_files_are_refused_with_the_line(db: Database, clean_audit: None) -> None:
-    header = json.dumps({"kind": export.DUMP_FORMAT, "version": 1}) + "\n"
+    header = json.dumps({"kind": dump.DUMP_FORMAT, "version": 1}) + "\n"
     cases = [
         ([], "empty file"),
         (['{"kind": "something-else"}\n'], "not an"),
@@ -171,5 +171,5 @@ def test_malformed_files_are_refused_with_the_line(db: Database, clean_audit: No
     ]
     for lines, message in cases:
         with pytest.raises(InvalidInputError, match=message) as info:
-            export.load(db, lines, now=utcnow())
+            dump.load(db, lines, now=utcnow())
         assert info.value.errors[0].loc[0] == "line"

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from hpo_service.db.database import Database
 from hpo_service.db.models import ApiKeyRow
-from hpo_service.services.admin import KeyUsageRecorder
+from hpo_service.services.key_usage import KeyUsageRecorder
 from tests.conftest import Keys
 
 PROBLEM = "application/problem+json"

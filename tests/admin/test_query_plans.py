@@ -15,7 +15,7 @@ from hpo_service.db.migrate import upgrade_to_head
 from hpo_service.db.models import StudyRow, TrialRow
 from hpo_service.db.repositories import AdminRepository, TrialFilter
 from hpo_service.domain import Principal, Role
-from hpo_service.services import admin
+from hpo_service.services.history import list_trials
 from tests.admin.conftest import History
 
 ADMIN = Principal(key_id="key_test", role=Role.ADMIN, tenant="ops")
@@ -139,7 +139,7 @@ def test_a_page_is_a_fixed_number_of_statements(db: Database, history: History) 
     try:
         for size in (1, 3, 50):
             statements.clear()
-            page = admin.list_trials(db, ADMIN, TrialFilter(), page_size=size)
+            page = list_trials(db, ADMIN, TrialFilter(), page_size=size)
             assert len(page.items) == min(size, 7)
             assert len(statements) == 2, statements  # the page, then all its measurements
     finally:

@@ -23,7 +23,8 @@ from hpo_service.api.schemas.common import Page
 from hpo_service.db.repositories import TrialFilter
 from hpo_service.db.repositories.admin import HistoryOrder
 from hpo_service.domain import Role
-from hpo_service.services import admin, audit, export
+from hpo_service.services import audit, export, history, keys_admin
+from hpo_service.services.stats import stats as service_stats
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -67,7 +68,7 @@ def list_trials(
         since=since,
         until=until,
     )
-    page = admin.list_trials(
+    page = history.list_trials(
         db, principal, flt, order_by=order_by, page_size=page_size, page_token=page_token
     )
     return Page[AdminTrialRead](
@@ -111,7 +112,7 @@ def stats(
     request: Request, db: DatabaseDep, principal: AdminDep, now: NowDep, tenant: str | None = None
 ) -> StatsRead:
     """Counts by state and source, leases, workers, and latency figures."""
-    figures = admin.stats(db, principal, now=now, tenant=tenant)
+    figures = service_stats(db, principal, now=now, tenant=tenant)
     metrics: Metrics = request.app.state.metrics
     return StatsRead.of(figures, metrics.latency_summary())
 
@@ -119,7 +120,7 @@ def stats(
 @router.post("/keys", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
 def create_key(body: KeyCreate, db: DatabaseDep, principal: AdminDep, now: NowDep) -> KeyCreated:
     """Issue a key; the response is the only place its secret ever appears."""
-    issued = admin.create_key(
+    issued = keys_admin.create_key(
         db,
         principal,
         role=Role(body.role),
@@ -148,7 +149,9 @@ def list_keys(
     page_token: str | None = None,
 ) -> Page[KeyRead]:
     """Every key, revoked ones included, oldest first; never a secret."""
-    page = admin.list_keys(db, principal, tenant=tenant, page_size=page_size, page_token=page_token)
+    page = keys_admin.list_keys(
+        db, principal, tenant=tenant, page_size=page_size, page_token=page_token
+    )
     return Page[KeyRead](
         items=[KeyRead.of(k) for k in page.items], next_page_token=page.next_page_token
     )
@@ -163,7 +166,7 @@ def revoke_key(
     This process forgets the key in the same request; other server processes within
     ``HPO_AUTH_CACHE_SECONDS`` (see ``Settings``).
     """
-    admin.revoke_key(db, principal, key_id, now=now)
+    keys_admin.revoke_key(db, principal, key_id, now=now)
     cache: AuthCache = request.app.state.auth_cache
     cache.forget_key(key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -8,8 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hpo_service.api.schemas.trials import TrialRead
-from hpo_service.services.admin import AdminTrial, DurationSummary, KeyInfo, Stats
 from hpo_service.services.audit import AuditEntry
+from hpo_service.services.history import AdminTrial
+from hpo_service.services.keys_admin import KeyInfo
+from hpo_service.services.stats import DurationSummary, Stats
 
 __all__ = [
     "AdminTrialRead",

@@ -1,68 +1,51 @@
-"""Cross-study, cross-tenant queries for admins: history pages, exports, statistics.
+"""Cross-study, cross-tenant queries for admins: history pages, statistics, workers.
 
 Every history ordering is a keyset over ``(timestamp, id)`` backed by one of the
 ``ix_trials_*_created`` / ``ix_trials_finished`` indexes (migration 0002), so a page costs
 an index range scan plus a primary-key lookup of each row's study, whatever the table
-size. Exports stream with ``yield_per`` and fetch measurements once per chunk, never per
-trial. Flush, never commit.
+size. Read-only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVarTuple
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, tuple_, update
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from hpo_service.db.models import ApiKeyRow, MeasurementRow, StudyRow, TrialRow
+from hpo_service.db.keyset import AnySelect, Key, Keyset, KeysetSlice
+from hpo_service.db.models import MeasurementRow, StudyRow, TrialRow
+from hpo_service.db.repositories.trial_filter import (
+    TrialFilter,
+    TrialWithStudy,
+    trials_with_studies,
+)
 from hpo_service.db.repositories.trials import TrialRepository
 from hpo_service.domain import TrialState
 
 __all__ = [
+    "HISTORY_ORDERS",
     "AdminRepository",
     "HistoryOrder",
-    "TrialFilter",
-    "TrialWithStudy",
     "WorkerLeases",
 ]
 
 Ts = TypeVarTuple("Ts")
-_History = Select[TrialRow, str, str, str | None]
 
 HistoryOrder = Literal["created_at", "-created_at", "finished_at", "-finished_at"]
+# Each ordering is named by its ``order_by`` value, so a token of one is refused by another.
+HISTORY_ORDERS: dict[HistoryOrder, Keyset] = {
+    "created_at": Keyset("created_at", TrialRow.created_at, TrialRow.id),
+    "-created_at": Keyset("-created_at", TrialRow.created_at, TrialRow.id, descending=True),
+    "finished_at": Keyset("finished_at", TrialRow.finished_at, TrialRow.id),
+    "-finished_at": Keyset("-finished_at", TrialRow.finished_at, TrialRow.id, descending=True),
+}
 
 _LEASED = (TrialState.ACTIVE.value, TrialState.STOPPING.value)
 LEASE_EXPIRED_PREFIX = "lease expired"
-
-
-@dataclass(frozen=True)
-class TrialFilter:
-    """Which trials a history query or export covers; ``None`` means any.
-
-    ``since``/``until`` bound the timestamp the query orders by (``created_at`` or
-    ``finished_at``), half-open: ``since <= t < until``.
-    """
-
-    study_id: str | None = None
-    family: str | None = None
-    tenant: str | None = None
-    state: str | None = None
-    worker_id: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-
-
-@dataclass(frozen=True)
-class TrialWithStudy:
-    """A trial row and the study columns shown beside it."""
-
-    trial: TrialRow
-    tenant: str
-    study_name: str
-    family: str | None
 
 
 @dataclass(frozen=True)
@@ -88,82 +71,36 @@ class AdminRepository:
 
     # -- history ---------------------------------------------------------------------------
 
-    def _filtered(self, flt: TrialFilter, stamp: Any) -> _History:
-        stmt = select(TrialRow, StudyRow.tenant, StudyRow.name, StudyRow.family).join(
-            StudyRow, StudyRow.id == TrialRow.study_id
-        )
-        conditions: list[ColumnElement[bool]] = []
-        if flt.study_id is not None:
-            conditions.append(TrialRow.study_id == flt.study_id)
-        if flt.state is not None:
-            conditions.append(TrialRow.state == flt.state)
-        if flt.worker_id is not None:
-            conditions.append(TrialRow.worker_id == flt.worker_id)
-        if flt.tenant is not None:
-            conditions.append(StudyRow.tenant == flt.tenant)
-        if flt.family is not None:
-            conditions.append(StudyRow.family == flt.family)
-        if flt.since is not None:
-            conditions.append(stamp >= flt.since)
-        if flt.until is not None:
-            conditions.append(stamp < flt.until)
-        return stmt.where(*conditions) if conditions else stmt
-
-    def history_statement(
-        self,
-        flt: TrialFilter,
-        *,
-        order_by: HistoryOrder,
-        after: tuple[datetime, str] | None,
-        limit: int,
-    ) -> _History:
-        """The SELECT of one history page (exposed so a test can EXPLAIN it).
+    def _history(self, flt: TrialFilter, order_by: HistoryOrder) -> AnySelect:
+        """The history query before ordering and limit.
 
         Orderings by ``finished_at`` cover finished trials only: an unfinished trial has
         no place on that time line.
         """
-        stamp = _order_column(order_by)
-        stmt = self._filtered(flt, stamp)
+        stmt: AnySelect = trials_with_studies(flt, _order_column(order_by))
         if order_by.endswith("finished_at"):
             stmt = stmt.where(TrialRow.finished_at.is_not(None))
-        descending = order_by.startswith("-")
-        if after is not None:
-            key = tuple_(stamp, TrialRow.id)
-            stmt = stmt.where(key < tuple_(*after) if descending else key > tuple_(*after))
-        if descending:
-            stmt = stmt.order_by(stamp.desc(), TrialRow.id.desc())
-        else:
-            stmt = stmt.order_by(stamp.asc(), TrialRow.id.asc())
-        return stmt.limit(limit)
+        return stmt
+
+    def history_statement(
+        self, flt: TrialFilter, *, order_by: HistoryOrder, after: Key | None, limit: int
+    ) -> AnySelect:
+        """The SELECT of one history page (exposed so a test can EXPLAIN it)."""
+        keyset = HISTORY_ORDERS[order_by]
+        return keyset.statement(self._history(flt, order_by), after=after, limit=limit)
 
     def history(
-        self,
-        flt: TrialFilter,
-        *,
-        order_by: HistoryOrder,
-        after: tuple[datetime, str] | None,
-        limit: int,
-    ) -> list[TrialWithStudy]:
-        """One page of trials across studies, in ``order_by`` order after the cursor."""
-        stmt = self.history_statement(flt, order_by=order_by, after=after, limit=limit)
-        return [TrialWithStudy(r[0], r[1], r[2], r[3]) for r in self.session.execute(stmt)]
+        self, flt: TrialFilter, *, order_by: HistoryOrder, after: Key | None, limit: int
+    ) -> KeysetSlice[TrialWithStudy]:
+        """Up to ``limit`` trials across studies in ``order_by`` order after the key."""
+        got = HISTORY_ORDERS[order_by].fetch(
+            self.session, self._history(flt, order_by), after=after, limit=limit
+        )
+        return KeysetSlice([TrialWithStudy.of(r) for r in got.rows], got.next_key)
 
     def measurements(self, trial_ids: Sequence[str]) -> dict[str, list[MeasurementRow]]:
         """Measurements of many trials in one query (the trial repository's query)."""
         return TrialRepository(self.session).measurements(trial_ids)
-
-    def stream(self, flt: TrialFilter, *, chunk: int) -> Iterator[list[TrialWithStudy]]:
-        """Every matching trial in (study, number) order, ``chunk`` rows at a time.
-
-        ``yield_per`` keeps one chunk in memory (a server-side cursor on PostgreSQL).
-        """
-        stmt = (
-            self._filtered(flt, TrialRow.created_at)
-            .order_by(TrialRow.study_id, TrialRow.number)
-            .execution_options(yield_per=chunk)
-        )
-        for part in self.session.execute(stmt).partitions():
-            yield [TrialWithStudy(r[0], r[1], r[2], r[3]) for r in part]
 
     def study_trials(self, study_id: str, limit: int) -> Sequence[TrialRow]:
         """The first ``limit`` trials of one study by number (the dashboard's charts)."""
@@ -174,30 +111,6 @@ class AdminRepository:
             .limit(limit)
         )
         return self.session.scalars(stmt).all()
-
-    def studies(self, flt: TrialFilter) -> Sequence[StudyRow]:
-        """The studies an export covers (to learn their parameter and metric names)."""
-        stmt = select(StudyRow)
-        if flt.study_id is not None:
-            stmt = stmt.where(StudyRow.id == flt.study_id)
-        if flt.tenant is not None:
-            stmt = stmt.where(StudyRow.tenant == flt.tenant)
-        if flt.family is not None:
-            stmt = stmt.where(StudyRow.family == flt.family)
-        return self.session.scalars(stmt.order_by(StudyRow.id)).all()
-
-    def result_keys(self, flt: TrialFilter, *, chunk: int) -> set[str]:
-        """Every metric name in the matching trials' results (one streamed column)."""
-        stmt = select(TrialRow.result).join(StudyRow, StudyRow.id == TrialRow.study_id)
-        inner = self._filtered(flt, TrialRow.created_at).whereclause
-        if inner is not None:
-            stmt = stmt.where(inner)
-        stmt = stmt.where(TrialRow.result.is_not(None)).execution_options(yield_per=chunk)
-        keys: set[str] = set()
-        for (result,) in self.session.execute(stmt):
-            if isinstance(result, dict):
-                keys.update((result.get("metrics") or {}).keys())
-        return keys
 
     # -- statistics ------------------------------------------------------------------------
 
@@ -260,7 +173,7 @@ class AdminRepository:
         )
         if tenant is not None:
             stmt = stmt.where(StudyRow.tenant == tenant)
-        return [TrialWithStudy(r[0], r[1], r[2], r[3]) for r in self.session.execute(stmt)]
+        return [TrialWithStudy.of(tuple(r)) for r in self.session.execute(stmt)]
 
     def lease_expired(self, tenant: str | None, limit: int) -> list[TrialWithStudy]:
         """Trials whose latest event was a lease expiry, newest trials first."""
@@ -273,7 +186,7 @@ class AdminRepository:
         )
         if tenant is not None:
             stmt = stmt.where(StudyRow.tenant == tenant)
-        return [TrialWithStudy(r[0], r[1], r[2], r[3]) for r in self.session.execute(stmt)]
+        return [TrialWithStudy.of(tuple(r)) for r in self.session.execute(stmt)]
 
     def recent_durations(self, limit: int, tenant: str | None = None) -> list[float]:
         """Run time in seconds of the ``limit`` most recently finished leased trials."""
@@ -290,33 +203,3 @@ class AdminRepository:
             if started is not None and finished is not None:
                 out.append(max(0.0, (finished - started).total_seconds()))
         return out
-
-    # -- API keys --------------------------------------------------------------------------
-
-    def keys_page(
-        self, *, tenant: str | None, after: tuple[datetime, str] | None, limit: int
-    ) -> Sequence[ApiKeyRow]:
-        """Keys in creation order, keyset-paginated after ``(created_at, id)``."""
-        stmt = select(ApiKeyRow)
-        if tenant is not None:
-            stmt = stmt.where(ApiKeyRow.tenant == tenant)
-        if after is not None:
-            stmt = stmt.where(tuple_(ApiKeyRow.created_at, ApiKeyRow.id) > tuple_(*after))
-        stmt = stmt.order_by(ApiKeyRow.created_at, ApiKeyRow.id).limit(limit)
-        return self.session.scalars(stmt).all()
-
-    def touch_key(self, key_id: str, now: datetime, older_than: datetime) -> bool:
-        """Set ``last_used_at`` unless it is already newer than ``older_than``.
-
-        The condition lives in the UPDATE so concurrent server processes write at most
-        once per period between them, and a no-op costs one indexed primary-key probe.
-        """
-        stmt = (
-            update(ApiKeyRow)
-            .where(
-                ApiKeyRow.id == key_id,
-                or_(ApiKeyRow.last_used_at.is_(None), ApiKeyRow.last_used_at < older_than),
-            )
-            .values(last_used_at=now)
-        )
-        return bool(self.session.execute(stmt).rowcount)  # type: ignore[attr-defined]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from hpo_service.db.keyset import Key, Keyset, KeysetSlice
 from hpo_service.db.models import ApiKeyRow
 
-__all__ = ["ApiKeyRepository"]
+__all__ = ["KEYS_BY_CREATION", "ApiKeyRepository"]
+
+KEYS_BY_CREATION = Keyset("keys", ApiKeyRow.created_at, ApiKeyRow.id)
 
 
 class ApiKeyRepository:
@@ -45,3 +49,26 @@ class ApiKeyRepository:
             .execution_options(synchronize_session=False)
         )
         return bool(getattr(result, "rowcount", 0))
+
+    def page(self, *, tenant: str | None, after: Key | None, limit: int) -> KeysetSlice[ApiKeyRow]:
+        """Up to ``limit`` keys in creation order after the key ``after``."""
+        stmt = select(ApiKeyRow)
+        if tenant is not None:
+            stmt = stmt.where(ApiKeyRow.tenant == tenant)
+        return KEYS_BY_CREATION.fetch_scalars(self.session, stmt, after=after, limit=limit)
+
+    def touch(self, key_id: str, now: datetime, older_than: datetime) -> bool:
+        """Set ``last_used_at`` unless it is already newer than ``older_than``.
+
+        The condition lives in the UPDATE so concurrent server processes write at most
+        once per period between them, and a no-op costs one indexed primary-key probe.
+        """
+        stmt = (
+            update(ApiKeyRow)
+            .where(
+                ApiKeyRow.id == key_id,
+                or_(ApiKeyRow.last_used_at.is_(None), ApiKeyRow.last_used_at < older_than),
+            )
+            .values(last_used_at=now)
+        )
+        return bool(self.session.execute(stmt).rowcount)  # type: ignore[attr-defined]

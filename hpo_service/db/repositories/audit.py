@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
+from hpo_service.db.keyset import Key, Keyset, KeysetSlice
 from hpo_service.db.models import AuditRow
 
-__all__ = ["AuditRepository"]
+__all__ = ["AUDIT_NEWEST_FIRST", "AuditRepository"]
+
+# The id only grows, so it orders entries by time without a timestamp in the key.
+AUDIT_NEWEST_FIRST = Keyset("audit", AuditRow.id, descending=True)
 
 
 class AuditRepository:
@@ -32,10 +35,10 @@ class AuditRepository:
         actor_key_id: str | None,
         since: datetime | None,
         until: datetime | None,
-        before_id: int | None,
+        after: Key | None,
         limit: int,
-    ) -> Sequence[AuditRow]:
-        """Entries newest first, keyset-paginated on ``id`` (it only grows)."""
+    ) -> KeysetSlice[AuditRow]:
+        """Up to ``limit`` entries newest first, after the key ``after``."""
         conditions: list[ColumnElement[bool]] = []
         if action is not None:
             conditions.append(AuditRow.action == action)
@@ -45,7 +48,5 @@ class AuditRepository:
             conditions.append(AuditRow.at >= since)
         if until is not None:
             conditions.append(AuditRow.at < until)
-        if before_id is not None:
-            conditions.append(AuditRow.id < before_id)
-        stmt = select(AuditRow).where(*conditions).order_by(AuditRow.id.desc()).limit(limit)
-        return self.session.scalars(stmt).all()
+        stmt = select(AuditRow).where(*conditions)
+        return AUDIT_NEWEST_FIRST.fetch_scalars(self.session, stmt, after=after, limit=limit)

@@ -10,7 +10,7 @@ memoised on the statement objects.
 ``touch`` both checks and extends a lease in one ``UPDATE ... RETURNING``: the row matches
 only while the named worker holds the lease, and the UPDATE takes the same row lock the
 separate ``SELECT ... FOR UPDATE`` used to. When nothing matches, the caller falls back to
-the full checks (``TrialRepository.lease_view``) to say *why* (unknown trial, another
+the full checks (``TrialRepository.lease_check``) to say *why* (unknown trial, another
 worker, finished), so error answers are unchanged.
 """
 

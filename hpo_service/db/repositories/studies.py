@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from hpo_service.db.keyset import Key, Keyset, KeysetSlice
 from hpo_service.db.models import StudyRow, TrialRow
 from hpo_service.db.repositories.trials import TrialRepository
 
-__all__ = ["StudyRepository"]
+__all__ = ["STUDIES_BY_CREATION", "StudyRepository"]
+
+# Oldest first; ``ix_studies_tenant_created`` serves it within a tenant.
+STUDIES_BY_CREATION = Keyset("studies", StudyRow.created_at, StudyRow.id)
 
 
 class StudyRepository:
@@ -72,10 +76,10 @@ class StudyRepository:
         family: str | None,
         state: str | None,
         name: str | None,
-        after: tuple[datetime, str] | None,
+        after: Key | None,
         limit: int,
-    ) -> Sequence[StudyRow]:
-        """Studies in creation order, keyset-paginated after ``(created_at, id)``."""
+    ) -> KeysetSlice[StudyRow]:
+        """Up to ``limit`` studies in creation order after the key ``after``."""
         stmt: Select[StudyRow] = select(StudyRow)
         if tenant is not None:
             stmt = stmt.where(StudyRow.tenant == tenant)
@@ -85,10 +89,7 @@ class StudyRepository:
             stmt = stmt.where(StudyRow.state == state)
         if name is not None:
             stmt = stmt.where(StudyRow.name == name)
-        if after is not None:
-            stmt = stmt.where(tuple_(StudyRow.created_at, StudyRow.id) > tuple_(*after))
-        stmt = stmt.order_by(StudyRow.created_at, StudyRow.id).limit(limit)
-        return self.session.scalars(stmt).all()
+        return STUDIES_BY_CREATION.fetch_scalars(self.session, stmt, after=after, limit=limit)
 
     def in_family(self, family: str, *, tenant: str | None) -> Sequence[StudyRow]:
         """Every study of a family (of one tenant unless None), oldest first."""

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Select, Table, func, inspect, select, update
+from sqlalchemy import Select, Table, case, func, inspect, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from hpo_service.db.keyset import Key, Keyset, KeysetSlice
 from hpo_service.db.models import MeasurementRow, StudyRow, TrialRow
 from hpo_service.domain import (
     LEASED_STATES,
@@ -25,7 +26,7 @@ from hpo_service.domain import (
     trial_transition,
 )
 
-__all__ = ["LeaseView", "TrialRepository", "set_state"]
+__all__ = ["TRIALS_BY_NUMBER", "LeaseCheck", "TrialRepository", "set_state", "trial_order"]
 
 _TRIALS = cast(Table, TrialRow.__table__)
 # A reclaimed lease goes back to the queue, or fails when its attempts are used up: it
@@ -53,8 +54,29 @@ def set_state(row: TrialRow, target: TrialState) -> None:
     row.state = trial_transition(current, target).value
 
 
+# A study's trials by number (``ix_trials_study_state`` ends in it).
+TRIALS_BY_NUMBER = Keyset("trials.number", TrialRow.number)
+# Completed trials first, best value first for the goal, then the rest by number. The
+# keyset needs one direction and no NULLs: a flag puts trials without a value last, and
+# a maximised value is negated.
+_NO_VALUE = case((TrialRow.value.is_(None), 1), else_=0)
+_TRIALS_BY_VALUE = {
+    "minimize": Keyset(
+        "trials.value", _NO_VALUE, func.coalesce(TrialRow.value, 0.0), TrialRow.number
+    ),
+    "maximize": Keyset(
+        "trials.value", _NO_VALUE, func.coalesce(-TrialRow.value, 0.0), TrialRow.number
+    ),
+}
+
+
+def trial_order(order_by: str, goal: str) -> Keyset:
+    """The keyset of a trial list: ``"number"``, or ``"value"`` for the study's ``goal``."""
+    return _TRIALS_BY_VALUE[goal] if order_by == "value" else TRIALS_BY_NUMBER
+
+
 @dataclass(frozen=True)
-class LeaseView:
+class LeaseCheck:
     """A trial's lease, owner and study settings: no ORM object, no params.
 
     Heartbeats and reports extend leases with ``LeaseWrites.touch``; when that matches
@@ -95,7 +117,7 @@ class TrialRepository:
         row = self.session.execute(stmt).one_or_none()
         return None if row is None else (row[0], row[1])
 
-    def lease_view(self, trial_id: str) -> LeaseView | None:
+    def lease_check(self, trial_id: str) -> LeaseCheck | None:
         """The lease-relevant columns of a trial, its row locked until the transaction ends."""
         stmt = (
             select(
@@ -112,10 +134,10 @@ class TrialRepository:
         row = self.session.execute(stmt).one_or_none()
         if row is None:
             return None
-        return LeaseView(row[0], row[1], row[2], row[3], has_stopping=row[4] is not None)
+        return LeaseCheck(row[0], row[1], row[2], row[3], has_stopping=row[4] is not None)
 
     def set_lease_expiry(self, trial_id: str, expires_at: datetime) -> None:
-        """Move a trial's lease end (the caller holds the row lock from ``lease_view``)."""
+        """Move a trial's lease end (the caller holds the row lock from ``lease_check``)."""
         self.session.execute(
             update(_TRIALS).where(_TRIALS.c.id == trial_id).values(lease_expires_at=expires_at)
         )
@@ -243,31 +265,17 @@ class TrialRepository:
         *,
         state: str | None,
         worker_id: str | None,
-        order_by: str,
-        goal: str,
-        offset: int,
-        after_number: int | None,
+        order: Keyset,
+        after: Key | None,
         limit: int,
-    ) -> Sequence[TrialRow]:
-        """One page of a study's trials.
-
-        ``order_by="number"`` pages by keyset (``after_number``); ``"value"`` puts completed
-        trials first, best first for the study's goal, then the rest by number, and pages
-        by offset.
-        """
+    ) -> KeysetSlice[TrialRow]:
+        """Up to ``limit`` of a study's trials in ``order`` (see ``trial_order``)."""
         stmt: Select[TrialRow] = select(TrialRow).where(TrialRow.study_id == study_id)
         if state is not None:
             stmt = stmt.where(TrialRow.state == state)
         if worker_id is not None:
             stmt = stmt.where(TrialRow.worker_id == worker_id)
-        if order_by == "value":
-            value = TrialRow.value.asc() if goal == "minimize" else TrialRow.value.desc()
-            stmt = stmt.order_by(TrialRow.value.is_(None), value, TrialRow.number).offset(offset)
-        else:
-            if after_number is not None:
-                stmt = stmt.where(TrialRow.number > after_number)
-            stmt = stmt.order_by(TrialRow.number)
-        return self.session.scalars(stmt.limit(limit)).all()
+        return order.fetch_scalars(self.session, stmt, after=after, limit=limit)
 
     def completed_by_value(self, study_id: str, goal: str) -> Sequence[TrialRow]:
         """Completed trials best first (ties by number)."""

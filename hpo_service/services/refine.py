@@ -52,6 +52,7 @@ from hpo_service.db.ids import new_id
 from hpo_service.db.mapping import study_config, to_study, to_trial
 from hpo_service.db.models import StudyRow, TrialRow
 from hpo_service.db.repositories import StudyRepository, TrialRepository
+from hpo_service.db.repositories.trials import set_state
 from hpo_service.domain import (
     FloatParameter,
     OrdinalParameter,
@@ -386,24 +387,21 @@ def refine_study(
         )
         validate_scale(scale, param_names=plan.space.names, names_loc=("body", "roles"))
         row = StudyRepository(session).add(_child_row(parent, plan, request, best, algorithm))
-        TrialRepository(session).add(
-            TrialRow(
-                id=new_id("tr"),
-                study_id=row.id,
-                number=0,
-                params=plan.seed_params,
-                state=TrialState.REQUESTED.value,
-                source=TrialSource.USER.value,
-                attempt=0,
-                meta={
-                    "refined_from": {"study": parent.id, "trial": best.id},
-                    "parent_value": best.result.get(config.objective.metric)
-                    if best.result
-                    else None,
-                },
-                created_at=now,
-            )
+        seed = TrialRow(
+            id=new_id("tr"),
+            study_id=row.id,
+            number=0,
+            params=plan.seed_params,
+            source=TrialSource.USER.value,
+            attempt=0,
+            meta={
+                "refined_from": {"study": parent.id, "trial": best.id},
+                "parent_value": best.result.get(config.objective.metric) if best.result else None,
+            },
+            created_at=now,
         )
+        set_state(seed, TrialState.REQUESTED)
+        TrialRepository(session).add(seed)
         row.next_number = 1
         session.flush()
         counts = StudyRepository(session).trial_counts([row.id])

@@ -720,7 +720,11 @@ def length_probe(size: Size, runner: Runner, steps: int, workdir: pathlib.Path) 
 
 def verify(seeds: list[int], runner: Runner) -> dict[str, Any]:
     """Re-train (a), (c) and (o) at the default target on ``seeds``, with frozen values."""
-    data = json.loads(OUT.read_text())["default"]
+    data = json.loads(OUT.read_text()).get("default", {}) if OUT.exists() else {}
+    if "per_arm" not in data:
+        raise SystemExit(
+            "--verify re-trains the frozen arms of the default size: run --size default first"
+        )
     size = SIZES["default"]
     outs = {
         arm: runner.run(

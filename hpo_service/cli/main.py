@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from hpo_service.cli.admin import add_admin_parsers
 from hpo_service.cli.database import open_migrated
+from hpo_service.cli.ray_workers import add_ray_workers_parser
 from hpo_service.cli.studies import add_study_parsers
 from hpo_service.cli.worker import add_worker_parser
 from hpo_service.config import Settings
@@ -192,6 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     add_worker_parser(sub)
     add_admin_parsers(sub)
     add_study_parsers(sub)
+    add_ray_workers_parser(sub)
     return parser
 
 

@@ -2,11 +2,14 @@
 
 Services and the engine raise these; ``api/problems.py`` is the one place that turns them
 into RFC 9457 ``application/problem+json`` responses. Nothing here imports a web framework,
-so the same errors serve the CLI and the Python client.
+so the same errors serve the CLI and the Python client. Each slug is written once, on its
+class: the problem renderer and the HTTP middleware take slug and title from these classes,
+including for the protocol errors the web framework raises itself (400, 405, 415).
 
 The tree::
 
-    HPOError
+    HPOError (500, internal-error)
+    ├── BadRequestError (400, bad-request)
     ├── InvalidInputError (422, validation-error)
     │   ├── UnknownAlgorithmError (422, unknown-algorithm)
     │   └── UnsupportedFeatureError (422, unsupported-feature)
@@ -16,6 +19,7 @@ The tree::
     │   ├── StudyNotFoundError
     │   ├── TrialNotFoundError
     │   └── ApiKeyNotFoundError
+    ├── MethodNotAllowedError (405, method-not-allowed)
     ├── ConflictError (409, conflict)
     │   ├── TrialNotLeasedError (409, trial-not-leased)
     │   ├── InvalidTransitionError (409, invalid-state-transition)
@@ -23,6 +27,7 @@ The tree::
     │   ├── IdempotencyConflictError (409, idempotency-conflict)
     │   └── NoCompletedTrialError (409, no-completed-trial)
     ├── PayloadTooLargeError (413, payload-too-large)
+    ├── UnsupportedMediaTypeError (415, unsupported-media-type)
     ├── RateLimitedError (429, too-many-requests)
     └── ServiceUnavailableError (503, service-unavailable)
 """
@@ -36,6 +41,7 @@ from typing import ClassVar
 __all__ = [
     "ApiKeyNotFoundError",
     "AuthenticationError",
+    "BadRequestError",
     "CompletionConflictError",
     "ConflictError",
     "FieldError",
@@ -43,6 +49,7 @@ __all__ = [
     "IdempotencyConflictError",
     "InvalidInputError",
     "InvalidTransitionError",
+    "MethodNotAllowedError",
     "NoCompletedTrialError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -54,6 +61,7 @@ __all__ = [
     "TrialNotLeasedError",
     "UnknownAlgorithmError",
     "UnsupportedFeatureError",
+    "UnsupportedMediaTypeError",
 ]
 
 
@@ -82,6 +90,17 @@ class HPOError(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+
+class BadRequestError(HPOError):
+    """The request cannot be parsed at all (e.g. a malformed form body).
+
+    Raised by the web framework rather than by services; the class gives it its slug.
+    """
+
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
 
 
 class InvalidInputError(HPOError):
@@ -160,6 +179,14 @@ class ApiKeyNotFoundError(NotFoundError):
         super().__init__(f"api key {key_id!r} not found")
 
 
+class MethodNotAllowedError(HPOError):
+    """The path exists but not with this HTTP method (raised by the web framework)."""
+
+    status = 405
+    slug = "method-not-allowed"
+    title = "Method not allowed"
+
+
 class ConflictError(HPOError):
     """The request contradicts the current state of a resource."""
 
@@ -213,6 +240,14 @@ class PayloadTooLargeError(HPOError):
     status = 413
     slug = "payload-too-large"
     title = "Payload too large"
+
+
+class UnsupportedMediaTypeError(HPOError):
+    """The body's content type is not one the route reads (raised by the web framework)."""
+
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
 
 
 class RateLimitedError(HPOError):

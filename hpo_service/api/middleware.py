@@ -12,11 +12,11 @@ from typing import Any
 from anyio import to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hpo_service.api.problems import problem_response
+from hpo_service.api.problems import error_response
 from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
-from hpo_service.errors import HPOError
+from hpo_service.errors import FieldError, HPOError, InvalidInputError, PayloadTooLargeError
 from hpo_service.services import idempotency
 
 __all__ = ["BodyGuardMiddleware", "json_depth"]
@@ -95,11 +95,10 @@ class BodyGuardMiddleware:
             await self._problem(
                 scope,
                 send,
-                422,
-                "validation-error",
-                "Invalid input",
-                f"JSON nesting deeper than {self.settings.max_json_depth} levels",
-                errors=[{"loc": ["body"], "msg": "nesting too deep"}],
+                InvalidInputError(
+                    f"JSON nesting deeper than {self.settings.max_json_depth} levels",
+                    [FieldError(("body",), "nesting too deep")],
+                ),
             )
             return
         replay_receive = _replayer(data, receive)
@@ -122,11 +121,10 @@ class BodyGuardMiddleware:
             await self._problem(
                 scope,
                 send,
-                422,
-                "validation-error",
-                "Invalid input",
-                "Idempotency-Key must have 1 to 255 characters",
-                errors=[{"loc": ["header", "Idempotency-Key"], "msg": "1 to 255 characters"}],
+                InvalidInputError(
+                    "Idempotency-Key must have 1 to 255 characters",
+                    [FieldError(("header", "Idempotency-Key"), "1 to 255 characters")],
+                ),
             )
             return
         scope_id = hashlib.sha256(headers.get("authorization", "").encode()).hexdigest()
@@ -141,7 +139,7 @@ class BodyGuardMiddleware:
                 )
             )
         except HPOError as exc:
-            await self._problem(scope, send, exc.status, exc.slug, exc.title, exc.detail)
+            await self._problem(scope, send, exc)
             return
         if stored is not None:
             await send(
@@ -191,28 +189,15 @@ class BodyGuardMiddleware:
 
     @classmethod
     async def _too_large(cls, scope: Scope, send: Send, limit: int) -> None:
-        await cls._problem(
-            scope,
-            send,
-            413,
-            "payload-too-large",
-            "Payload too large",
-            f"request body exceeds {limit} bytes",
-        )
+        await cls._problem(scope, send, PayloadTooLargeError(f"request body exceeds {limit} bytes"))
 
     @staticmethod
     async def _problem(
         scope: Scope,
         send: Send,
-        status: int,
-        slug: str,
-        title: str,
-        detail: str,
-        errors: list[dict[str, Any]] | None = None,
+        error: HPOError,
     ) -> None:
-        response = problem_response(
-            status, slug, title, detail, instance=scope["path"], errors=errors
-        )
+        response = error_response(error, instance=scope["path"])
         await response(scope, _empty_receive, send)
 
 

@@ -4,6 +4,10 @@ Domain errors carry their status and slug; request validation errors become 422 
 ``errors`` list of ``{loc, msg}``; unknown routes and methods become 404/405 problems; a
 database that cannot be reached becomes 503 with ``Retry-After``. Anything else is a
 500 problem that reveals nothing of the exception.
+
+Every answer is rendered from an ``HPOError`` (``error_response``), so a slug and its
+title are written once, on the error's class in ``hpo_service.errors``, whoever raised it:
+a service, the web framework or the HTTP middleware.
 """
 
 from __future__ import annotations
@@ -18,17 +22,25 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hpo_service.errors import (
+    AuthenticationError,
+    BadRequestError,
+    FieldError,
     HPOError,
     InvalidInputError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
     RateLimitedError,
     ServiceUnavailableError,
+    UnsupportedMediaTypeError,
 )
 
 __all__ = [
     "PROBLEM_BASE",
     "PROBLEM_RESPONSES",
+    "error_response",
     "install_problem_handlers",
-    "problem_response",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,19 +68,23 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: _documented("The database is unavailable; retry"),
 }
 
-_HTTP_SLUGS = {
-    400: ("bad-request", "Bad request"),
-    401: ("unauthenticated", "Authentication required"),
-    403: ("forbidden", "Forbidden"),
-    404: ("not-found", "Not found"),
-    405: ("method-not-allowed", "Method not allowed"),
-    413: ("payload-too-large", "Payload too large"),
-    415: ("unsupported-media-type", "Unsupported media type"),
-    429: ("too-many-requests", "Too many requests"),
+# The errors the web framework raises as HTTP exceptions, by status.
+_HTTP_ERRORS: dict[int, type[HPOError]] = {
+    cls.status: cls
+    for cls in (
+        BadRequestError,
+        AuthenticationError,
+        PermissionDeniedError,
+        NotFoundError,
+        MethodNotAllowedError,
+        PayloadTooLargeError,
+        UnsupportedMediaTypeError,
+        RateLimitedError,
+    )
 }
 
 
-def problem_response(
+def _problem_response(
     status: int,
     slug: str,
     title: str,
@@ -92,24 +108,38 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _from_error(exc: HPOError, request: Request) -> JSONResponse:
+def error_response(exc: HPOError, *, instance: str | None) -> JSONResponse:
+    """Render an error: its class's status, slug and title, its detail and field errors.
+
+    The headers follow from the kind of error: ``WWW-Authenticate`` on 401, ``Retry-After``
+    on 429 and 503.
+    """
     errors = None
     if isinstance(exc, InvalidInputError):
         errors = [{"loc": list(e.loc), "msg": e.msg} for e in exc.errors]
-    headers = {"Retry-After": "2"} if isinstance(exc, ServiceUnavailableError) else None
-    if exc.status == 401:
-        headers = {"WWW-Authenticate": "Bearer"}
-    if isinstance(exc, RateLimitedError):
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-    return problem_response(
+    return _problem_response(
         exc.status,
         exc.slug,
         exc.title,
         exc.detail,
-        instance=request.url.path,
+        instance=instance,
         errors=errors,
-        headers=headers,
+        headers=_headers(exc),
     )
+
+
+def _headers(exc: HPOError) -> dict[str, str] | None:
+    if isinstance(exc, RateLimitedError):
+        return {"Retry-After": str(max(1, round(exc.retry_after)))}
+    if isinstance(exc, ServiceUnavailableError):
+        return {"Retry-After": "2"}
+    if exc.status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    return None
+
+
+def _from_error(exc: HPOError, request: Request) -> JSONResponse:
+    return error_response(exc, instance=request.url.path)
 
 
 def _clean_msg(msg: str) -> str:
@@ -126,35 +156,30 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {
-                "loc": [p for p in e.get("loc", ()) if isinstance(p, str | int)],
-                "msg": _clean_msg(str(e.get("msg", ""))),
-            }
+            FieldError(
+                tuple(p for p in e.get("loc", ()) if isinstance(p, str | int)),
+                _clean_msg(str(e.get("msg", ""))),
+            )
             for e in exc.errors()
         ]
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"])
-        detail = f"{where}: {first['msg']}" if where else str(first["msg"])
+        first = errors[0] if errors else FieldError((), "invalid request")
+        where = ".".join(str(p) for p in first.loc)
+        detail = f"{where}: {first.msg}" if where else first.msg
         if len(errors) > 1:
             detail += f" (and {len(errors) - 1} more)"
-        return problem_response(
-            422,
-            "validation-error",
-            "Invalid input",
-            detail,
-            instance=request.url.path,
-            errors=errors,
-        )
+        return _from_error(InvalidInputError(detail, errors), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
         detail = str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}"
         if exc.status_code == 405:
             detail = f"method {request.method} is not allowed on {request.url.path}"
-        return problem_response(
+        kind = _HTTP_ERRORS.get(exc.status_code)
+        # A status none of our errors has gets a generic slug: the only one not on a class.
+        slug, title = (kind.slug, kind.title) if kind else ("http-error", "HTTP error")
+        return _problem_response(
             exc.status_code,
             slug,
             title,
@@ -174,13 +199,12 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _bad_value(request: Request, exc: DataError) -> JSONResponse:
         # The database refused a value the schemas let through (e.g. a NUL byte in a
         # string on PostgreSQL): that is bad input, and the transaction was rolled back.
-        return problem_response(
-            422,
-            "validation-error",
-            "Invalid input",
-            "a value in the request cannot be stored (for example, it contains a NUL byte)",
-            instance=request.url.path,
-            errors=[{"loc": ["body"], "msg": "value cannot be stored"}],
+        return _from_error(
+            InvalidInputError(
+                "a value in the request cannot be stored (for example, it contains a NUL byte)",
+                [FieldError(("body",), "value cannot be stored")],
+            ),
+            request,
         )
 
     @app.exception_handler(DBAPIError)
@@ -190,15 +214,9 @@ def install_problem_handlers(app: FastAPI) -> None:
                 ServiceUnavailableError("the database connection was lost; retry shortly"), request
             )
         log.exception("database error")
-        return problem_response(500, "internal-error", "Internal error", "database error")
+        return error_response(HPOError("database error"), instance=None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(
-            500,
-            "internal-error",
-            "Internal error",
-            "an unexpected error occurred",
-            instance=request.url.path,
-        )
+        return _from_error(HPOError("an unexpected error occurred"), request)

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import re
+
 from fastapi.testclient import TestClient
 
+from hpo_service import errors
 from hpo_service.client import HPOClient
+from hpo_service.errors import HPOError
 from tests.builders import study
 
 PROBLEM = "https://hpo-service.dev/problems/"
@@ -72,3 +76,29 @@ def test_openapi_describes_every_route(app_client: TestClient) -> None:
     ):
         assert path in paths, path
     assert set(paths["/v1/studies/{study_id}"]) == {"get", "patch", "delete"}
+
+
+def _error_classes() -> list[type[HPOError]]:
+    found, todo = [], [HPOError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def test_each_slug_is_declared_by_one_error_class() -> None:
+    # Responses take their slug from these classes, so two classes with one slug would
+    # make two different errors indistinguishable to clients.
+    declared = [cls.slug for cls in _error_classes() if "slug" in vars(cls)]
+    assert len(declared) == len(set(declared))
+    assert {"not-found", "method-not-allowed", "payload-too-large"} <= set(declared)
+
+
+def test_the_documented_error_tree_matches_the_classes() -> None:
+    assert errors.__doc__ is not None
+    documented = re.findall(r"(\w+Error) \((\d+), ([\w-]+)\)", errors.__doc__)
+    assert len(documented) >= 15
+    for name, status, slug in documented:
+        cls = getattr(errors, name)
+        assert (cls.status, cls.slug) == (int(status), slug), name

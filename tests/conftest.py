@@ -4,80 +4,42 @@ Every test that takes ``db`` (directly or through ``app``/``client``) runs twice
 SQLite (a temporary file) and on PostgreSQL (a fresh database created for this run on the
 server at ``HPO_TEST_POSTGRES_URL``, default ``postgresql://postgres@127.0.0.1:5432/test``).
 Without PostgreSQL the second run is skipped, unless ``CI`` is set, where it fails.
-Tables are emptied after each test.
+
+Each test runs inside a transaction that is rolled back when it ends; tests marked
+``committed`` (other connections or processes read their data) commit for real and have
+every table emptied afterwards. ``tests/isolation.py`` says how and why.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from hpo_service.api.app import create_app
 from hpo_service.client import HPOClient
 from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
-from hpo_service.db.database import Database, normalize_url
+from hpo_service.db.database import Database
 from hpo_service.db.migrate import upgrade_to_head
 from hpo_service.domain import Role
 from hpo_service.services import api_keys
+from tests.isolation import empty_tables, rolled_back
+from tests.postgres import PG_ADMIN_URL, fresh_postgres_database, require_postgres
 
-PG_ADMIN_URL = os.environ.get(
-    "HPO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-TABLES = ["measurements", "trials", "studies", "api_keys", "idempotency_keys", "audit_log"]
-
-
-def postgres_available() -> bool:
-    try:
-        engine = create_engine(normalize_url(PG_ADMIN_URL), connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        engine.dispose()
-        return True
-    except Exception:
-        return False
+__all__ = ["PG_ADMIN_URL", "Keys", "fresh_postgres_database", "require_postgres"]
 
 
-def require_postgres() -> None:
-    """Skip (locally) or fail (in CI) when PostgreSQL is not reachable."""
-    if postgres_available():
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"PostgreSQL is required in CI but {PG_ADMIN_URL} is unreachable")
-    pytest.skip("PostgreSQL not reachable")
-
-
-@contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database on the test server; dropped on exit."""
-    require_postgres()
-    name = f"hpo_test_{secrets.token_hex(6)}"
-    admin = create_engine(normalize_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(normalize_url(PG_ADMIN_URL)).set(database=name)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :n AND pid <> pg_backend_pid()"
-                ),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "committed: the test's data is read outside its connection (another Database, "
+        "a CLI or server on the same URL, racing threads); commit for real, empty the "
+        "tables afterwards",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -109,11 +71,14 @@ def migrated_db(database_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def db(migrated_db: Database) -> Iterator[Database]:
+def db(request: pytest.FixtureRequest, migrated_db: Database) -> Iterator[Database]:
+    """The test's database: rolled back at the end, or emptied for ``committed`` tests."""
+    if request.node.get_closest_marker("committed") is None:
+        with rolled_back(migrated_db) as scoped:
+            yield scoped
+        return
     yield migrated_db
-    with migrated_db.write() as session:
-        for table in TABLES:
-            session.execute(text(f"DELETE FROM {table}"))
+    empty_tables(migrated_db)
 
 
 @pytest.fixture

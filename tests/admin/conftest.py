@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import text
 
 from hpo_service.client import HPOClient
-from hpo_service.db.database import Database
 from tests.builders import params, study
 from tests.conftest import Keys
 
 
 @pytest.fixture
-def clean_audit(db: Database) -> Iterator[None]:
-    """The shared fixture empties the original tables; the audit log is ours to clear.
-
-    Not autouse: tests that manage their own databases must not be parametrized by ``db``.
-    """
-    yield
-    with db.write() as session:
-        session.execute(text("DELETE FROM audit_log"))
-
-
-@pytest.fixture
-def admin_headers(keys: Keys, clean_audit: None) -> dict[str, str]:
+def admin_headers(keys: Keys) -> dict[str, str]:
     return {"Authorization": f"Bearer {keys.admin}"}
 
 

@@ -4,28 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 
 from hpo_service.api.app import create_app
 from hpo_service.cli.admin import add_admin_parsers
 from hpo_service.client import HPOClient
 from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
-from hpo_service.db.database import Database, normalize_url
+from hpo_service.db.database import Database
 from hpo_service.db.migrate import upgrade_to_head
 from hpo_service.db.models import ApiKeyRow, AuditRow, MeasurementRow, StudyRow, TrialRow
 from hpo_service.domain import Role
 from hpo_service.errors import ConflictError, InvalidInputError
 from hpo_service.services import api_keys, dump
 from tests.builders import params, study
-from tests.conftest import PG_ADMIN_URL, require_postgres
+from tests.postgres import fresh_postgres_database
 
 TABLES = [ApiKeyRow, StudyRow, TrialRow, MeasurementRow, AuditRow]
 RENUMBERED = {"measurements": {"id"}, "audit_log": {"id"}}
@@ -86,18 +84,8 @@ def populate(db: Database) -> tuple[str, str]:
 
 @pytest.fixture
 def fresh_pg() -> Iterator[str]:
-    require_postgres()
-    name = f"hpo_rt_{secrets.token_hex(5)}"
-    admin = create_engine(normalize_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = make_url(normalize_url(PG_ADMIN_URL)).set(database=name)
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database("hpo_rt") as url:
+        yield url
 
 
 @pytest.mark.postgres
@@ -132,7 +120,8 @@ def test_sqlite_to_postgres_round_trip_is_lossless(tmp_path: Path, fresh_pg: str
         target.dispose()
 
 
-def test_one_study_export_and_conflicts(db: Database, tmp_path: Path, clean_audit: None) -> None:
+@pytest.mark.committed  # the CLI reads the database through its own connection
+def test_one_study_export_and_conflicts(db: Database, tmp_path: Path) -> None:
     """Runs on both backends: one study out of the shared DB, into a fresh SQLite file."""
     a, _b = populate(db)
     dump_file = tmp_path / "one.jsonl"
@@ -159,7 +148,7 @@ def test_one_study_export_and_conflicts(db: Database, tmp_path: Path, clean_audi
     assert run_cli("export", "--study", "st_" + "0" * 24, "--database-url", db.url) == 2
 
 
-def test_malformed_files_are_refused_with_the_line(db: Database, clean_audit: None) -> None:
+def test_malformed_files_are_refused_with_the_line(db: Database) -> None:
     header = json.dumps({"kind": dump.DUMP_FORMAT, "version": 1}) + "\n"
     cases = [
         ([], "empty file"),

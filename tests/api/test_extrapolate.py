@@ -83,6 +83,7 @@ def test_bad_scale_is_422_with_location(client: HPOClient) -> None:
     assert ["body", "scale", "parameterization"] in [e["loc"] for e in err.value.errors]
 
 
+@pytest.mark.committed  # the CLI opens the database itself
 def test_cli_extrapolate(client: HPOClient, db, capsys) -> None:
     s = mup_study(client)
     client.add_trial(

@@ -210,6 +210,7 @@ def test_a_lowered_budget_completes_an_idle_study_at_once(client_api: Api, worke
     assert lowered["state"] == "completed"
 
 
+@pytest.mark.committed  # concurrent finishes race for the study's lock
 @pytest.mark.parametrize("round_", range(5))
 def test_last_trials_finishing_at_once_complete_the_study(
     db: Database, client_api: Api, worker_api: Api, round_: int

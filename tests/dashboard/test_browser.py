@@ -27,6 +27,10 @@ from tests.conftest import Keys
 from tests.dashboard.conftest import make_scaled_study, make_study
 from tests.local_server import free_port
 
+# A browser loads a page's scripts, styles and data at once: concurrent reads that one
+# shared test connection cannot serve, so these tests commit for real.
+pytestmark = pytest.mark.committed
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

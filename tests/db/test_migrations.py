@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 import pytest
@@ -8,10 +7,9 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import inspect
 
-from hpo_service.db.database import Database, normalize_url
+from hpo_service.db.database import Database
 from hpo_service.db.migrate import (
     alembic_config,
     current_revision,
@@ -21,7 +19,7 @@ from hpo_service.db.migrate import (
     upgrade_to_head,
 )
 from hpo_service.db.models import Base
-from tests.conftest import PG_ADMIN_URL, require_postgres
+from tests.postgres import fresh_postgres_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,15 +87,5 @@ def test_the_alembic_command_migrates_the_environment_url(tmp_path, monkeypatch)
 
 @pytest.mark.postgres
 def test_postgres_upgrade_downgrade_upgrade() -> None:
-    require_postgres()
-    name = f"hpo_mig_{secrets.token_hex(5)}"
-    admin = create_engine(normalize_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = make_url(normalize_url(PG_ADMIN_URL)).set(database=name)
-        _check_roundtrip(url.render_as_string(hide_password=False))
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database("hpo_mig") as url:
+        _check_roundtrip(url)

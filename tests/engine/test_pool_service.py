@@ -199,6 +199,7 @@ def test_points_beyond_the_budget_and_of_a_failed_write_are_released(
     assert shared_pool().handed_out(sid) == [leased.params]
 
 
+@pytest.mark.committed  # six requests race on their own connections
 def test_concurrent_requests_never_receive_the_same_point(db: Database, gate: _Gate) -> None:
     gate.open.set()
     sid = _study(db, "gate-test")

@@ -39,6 +39,7 @@ def test_stored_hash_is_hmac_under_the_server_secret(db: Database) -> None:
     assert api_keys.authenticate(db, issued.key, now=utcnow()).key_id == issued.id
 
 
+@pytest.mark.committed  # a second Database handle reads the key
 def test_another_server_secret_cannot_verify(db: Database) -> None:
     issued = api_keys.create_key(db, role=Role.WORKER, tenant="t", now=utcnow())
     other = Database(db.url, key_secret="a-different-server-secret")

@@ -89,6 +89,7 @@ def test_migrate_alone_does_not_tie_the_database_to_its_secret(
     create_app(Settings(database_url=url, key_hash_secret="the-servers-secret"))
 
 
+@pytest.mark.committed  # another host's Database reads the key
 def test_legacy_key_is_not_rehashed_under_a_foreign_secret(db: Database) -> None:
     db.verify_key_secret()  # this database belongs to the fixture's secret
     issued = api_keys.create_key(db, role=Role.ADMIN, tenant="t", now=utcnow())
@@ -112,6 +113,7 @@ def test_legacy_key_is_not_rehashed_under_a_foreign_secret(db: Database) -> None
     assert api_keys.authenticate(db, issued.key, now=utcnow()).key_id == issued.id
 
 
+@pytest.mark.committed  # another host's Database reads the check value
 def test_second_postgres_host_with_its_own_generated_secret_is_refused(
     db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -127,6 +129,7 @@ def test_second_postgres_host_with_its_own_generated_secret_is_refused(
         other_host.dispose()
 
 
+@pytest.mark.committed  # six handles race on their own connections
 def test_concurrent_first_starts_agree_on_one_check_value(db: Database) -> None:
     with db.write() as session:
         session.execute(delete(KeySecretCheckRow))

@@ -45,6 +45,7 @@ def test_csrf_token_is_not_computable_from_the_dump(db: Database) -> None:
     ui_sessions.check_csrf(session, session.csrf)
 
 
+@pytest.mark.committed  # a second Database handle reads the session
 def test_a_cookie_of_another_server_secret_is_refused(db: Database) -> None:
     issued = api_keys.create_key(db, role=Role.ADMIN, tenant="t", now=utcnow())
     cookie = ui_sessions.open_session(db, issued.key, now=utcnow(), ttl_seconds=600).cookie

@@ -104,6 +104,7 @@ def test_housekeeper_reclaims_all_studies(db: Database) -> None:
     assert counts["active"] == 0
 
 
+@pytest.mark.committed  # sixteen threads race for the study's lock
 def test_concurrent_leasing_never_double_leases(db: Database) -> None:
     sid = make_study(db, max_trials=10, algorithm="sobol")
     results: list[list[str]] = []
@@ -158,6 +159,7 @@ def test_rejected_completion_changes_nothing(db: Database) -> None:
     assert stored.result is None
 
 
+@pytest.mark.committed  # a second connection holds the row lock
 def test_housekeeping_skips_a_busy_study_instead_of_waiting(db: Database) -> None:
     """A study row another transaction holds is left for later; the others are reclaimed.
 

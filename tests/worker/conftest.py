@@ -14,19 +14,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from hpo_service.db.base import utcnow
-from hpo_service.db.database import Database, normalize_url
+from hpo_service.db.database import Database
 from hpo_service.domain import Role
 from hpo_service.services import api_keys
-from tests.conftest import PG_ADMIN_URL, require_postgres
 from tests.local_server import (
     ServerStartError,
     free_port,
@@ -35,6 +33,7 @@ from tests.local_server import (
     stop_process,
     wait_until_up,
 )
+from tests.postgres import fresh_postgres_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -176,34 +175,13 @@ class Server:
         return list(self.api("GET", f"/v1/studies/{study_id}/trials")["items"])
 
 
-def fresh_pg_database() -> tuple[str, Callable[[], None]]:
-    require_postgres()
-    name = f"hpo_worker_{secrets.token_hex(6)}"
-    admin = create_engine(normalize_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(normalize_url(PG_ADMIN_URL)).set(database=name)
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :n AND pid <> pg_backend_pid()"
-                ),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
-
-    return url.render_as_string(hide_password=False), drop
-
-
 def start_server(tmp: Path, backend: str, lease: float) -> tuple[Server, Callable[[], None]]:
+    databases = ExitStack()  # closing it drops the PostgreSQL database, if one was made
     if backend == "postgres":
-        url, drop = fresh_pg_database()
+        url = databases.enter_context(fresh_postgres_database("hpo_worker"))
     else:
-        url, drop = f"sqlite:///{tmp / 'hpo.db'}", (lambda: None)
+        url = f"sqlite:///{tmp / 'hpo.db'}"
+    drop = databases.close
     server = Server(tmp, url, lease)
     try:
         server.start()

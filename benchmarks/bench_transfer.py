@@ -457,9 +457,9 @@ def run_family_seed(
             default_max_attempts=3,
         )
         region_info: dict[str, Any] = {}
-        fitted = (study.config.transfer or {}).get("fitted") or {}
-        if fitted.get("region"):
-            region = region_from_json(fitted["region"])
+        fitted = study.config.fitted_transfer
+        region = fitted.region if fitted is not None else None
+        if fitted is not None and region is not None:
             enc = SpaceEncoder(target.space)
             col = {c.name: c.start for c in enc.columns}
             z = enc.encode(target.x_star)
@@ -468,8 +468,8 @@ def run_family_seed(
                 "optimum_inside": bool(
                     region.contains(np.array([[z[col[n]] for n in region.names]]))[0]
                 ),
-                "fallback": (fitted.get("fit") or {}).get("fallback"),
-                "region": fitted["region"],
+                "fallback": (fitted.fit or {}).get("fallback"),
+                "region": region.to_json(),
             }
         t0 = time.time()
         n_evals = gp_budget if (algorithm == "gp" and gp_budget) else budget
@@ -478,7 +478,7 @@ def run_family_seed(
         done = _drive(db, study.id, target.f, n_evals)
         best = np.minimum.accumulate(np.array([h["y"] for h in done]))
         regret = ((best - target.y_star) / (target.y_worst - target.y_star)).clip(0, 1)
-        if fitted.get("region"):
+        if region is not None:
             region_info["final_level"] = transfer.get_region(db, PRINCIPAL, study.id)["level"]
         results.append(
             {

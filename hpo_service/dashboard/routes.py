@@ -271,8 +271,7 @@ def _target(study: Study, query: dict[str, str]) -> dict[str, float] | None:
     scale = study.config.scale
     if scale is None:
         return None
-    proxy = {k: v for k, v in (scale.get("proxy") or {}).items() if isinstance(v, int | float)}
-    target: dict[str, float] = dict(proxy)
+    target: dict[str, float] = dict(scale.proxy.axes())
     if "width" in target:
         target["width"] = target["width"] * 4
     for axis in ("width", "depth", "batch_size", "tokens", "experts"):
@@ -417,7 +416,7 @@ def family_page(request: Request, family: str) -> Response:
     for s in page.items:
         found = studies.best_trials(db, current.principal, s.id)
         value = objective_value(s.config.objective, found[0].result) if found else None
-        proxy = (s.config.scale or {}).get("proxy")
+        proxy = s.config.scale.proxy.axes() if s.config.scale is not None else None
         rows.append({"study": s, "progress": _progress(s), "best": value, "proxy": proxy})
     ladder = scaling.family_ladder(db, current.principal, family)
     return _page(request, "family.html", current, family=family, rows=rows, ladder=ladder)

@@ -2,35 +2,81 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hpo_service.db.models import MeasurementRow, StudyRow, TrialRow
 from hpo_service.domain import (
+    FittedTransfer,
     Measurement,
     Objective,
     OutcomeConstraint,
+    ScaleConfig,
     SearchSpace,
+    StoppingSpec,
     Study,
     StudyConfig,
     StudyState,
+    TransferSpec,
     Trial,
     TrialState,
 )
 
-__all__ = ["study_config", "to_measurement", "to_study", "to_trial"]
+__all__ = [
+    "effective_space_json",
+    "study_config",
+    "to_measurement",
+    "to_study",
+    "to_trial",
+    "transfer_json",
+]
 
 
 def study_config(row: StudyRow) -> StudyConfig:
-    """The designer-facing configuration stored on a study row."""
+    """The designer-facing configuration stored on a study row.
+
+    The ``transfer`` column holds the user's spec with the service's record under
+    ``"fitted"``; they are read apart here, the only place that knows the layout.
+    """
+    spec, fitted = _transfer(row.transfer)
     return StudyConfig(
         space=SearchSpace.model_validate(row.space),
         objective=Objective.model_validate(row.objective),
         algorithm=row.algorithm,
         seed=row.seed,
-        transfer=row.transfer,
-        scale=row.scale,
+        transfer=spec,
+        scale=ScaleConfig.model_validate(row.scale) if row.scale else None,
         objectives=tuple(Objective.model_validate(o) for o in row.objectives or ()),
         constraints=tuple(OutcomeConstraint.model_validate(c) for c in row.constraints or ()),
-        stopping=row.stopping,
+        stopping=StoppingSpec.model_validate(row.stopping) if row.stopping else None,
+        fitted_transfer=fitted,
     )
+
+
+def transfer_json(spec: TransferSpec, fitted: FittedTransfer | None) -> dict[str, Any]:
+    """What a study row's ``transfer`` column holds: the spec, the record under ``fitted``."""
+    out = spec.to_json()
+    if fitted is not None:
+        out["fitted"] = fitted.to_json()
+    return out
+
+
+def effective_space_json(fitted: FittedTransfer) -> dict[str, Any]:
+    """What a study row's ``effective_space`` column holds: the record without the prior.
+
+    The column is the queryable copy of what the study shows; the source prior's rows
+    (tens of KB, read only by the designer) stay in ``transfer``.
+    """
+    return {k: v for k, v in fitted.to_json().items() if k != "prior"}
+
+
+def _transfer(
+    stored: dict[str, Any] | None,
+) -> tuple[TransferSpec | None, FittedTransfer | None]:
+    if not stored:
+        return None, None
+    spec = TransferSpec.model_validate({k: v for k, v in stored.items() if k != "fitted"})
+    fitted = stored.get("fitted")
+    return spec, FittedTransfer.from_json(fitted) if fitted else None
 
 
 def to_study(row: StudyRow, trial_counts: dict[str, int] | None = None) -> Study:

@@ -1,6 +1,7 @@
 """The shared vocabulary: search spaces, trials, studies. Pure data, no heavy imports."""
 
 from hpo_service.domain.principal import Principal, Role
+from hpo_service.domain.scale import ScaleConfig
 from hpo_service.domain.space import (
     CategoricalParameter,
     Condition,
@@ -12,6 +13,7 @@ from hpo_service.domain.space import (
     ParamValue,
     SearchSpace,
 )
+from hpo_service.domain.stopping import StoppingSpec
 from hpo_service.domain.study import (
     Goal,
     Objective,
@@ -25,6 +27,7 @@ from hpo_service.domain.study import (
     objective_value,
     study_transition,
 )
+from hpo_service.domain.transfer import FittedTransfer, SourcePrior, TransferSpec
 from hpo_service.domain.trial import (
     FINISHED_STATES,
     LEASED_STATES,
@@ -44,6 +47,7 @@ __all__ = [
     "PENDING_STATES",
     "CategoricalParameter",
     "Condition",
+    "FittedTransfer",
     "FloatParameter",
     "Goal",
     "IntParameter",
@@ -56,10 +60,14 @@ __all__ = [
     "Params",
     "Principal",
     "Role",
+    "ScaleConfig",
     "SearchSpace",
+    "SourcePrior",
+    "StoppingSpec",
     "Study",
     "StudyConfig",
     "StudyState",
+    "TransferSpec",
     "Trial",
     "TrialSource",
     "TrialState",

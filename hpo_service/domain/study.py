@@ -21,7 +21,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hpo_service.domain.scale import ScaleConfig
 from hpo_service.domain.space import NAME_PATTERN, SearchSpace
+from hpo_service.domain.stopping import StoppingSpec
+from hpo_service.domain.transfer import FittedTransfer, TransferSpec
 from hpo_service.errors import InvalidTransitionError
 
 __all__ = [
@@ -144,20 +147,34 @@ def better(objective: Objective, a: float, b: float) -> bool:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """The immutable definition of a study that designers see."""
+    """The immutable definition of a study that designers see.
+
+    Attributes:
+        space: the parameters searched.
+        objective: the primary objective.
+        algorithm: the designer's registered name.
+        seed: the study seed; None is nondeterministic.
+        transfer: transfer as the user asked for it, or None.
+        scale: the scaling configuration, or None.
+        objectives: every objective of a multi-objective study (``objective`` first);
+            empty for a single objective.
+        constraints: bounds on other metrics.
+        stopping: the early-stopping policy as the user gave it, or None.
+        fitted_transfer: what the service derived from ``transfer`` at creation (the
+            region, seeds and source prior), kept apart from the user's input; None
+            without transfer or for ``method: none``.
+    """
 
     space: SearchSpace
     objective: Objective
     algorithm: str
     seed: int | None = None
-    transfer: dict[str, Any] | None = None
-    scale: dict[str, Any] | None = None
-    # Multi-objective studies list every objective here (``objective`` is the first);
-    # single-objective studies leave it empty.
+    transfer: TransferSpec | None = None
+    scale: ScaleConfig | None = None
     objectives: tuple[Objective, ...] = ()
     constraints: tuple[OutcomeConstraint, ...] = ()
-    # Early-stopping policy as given by the user (validated by the engine), or None.
-    stopping: dict[str, Any] | None = None
+    stopping: StoppingSpec | None = None
+    fitted_transfer: FittedTransfer | None = None
 
     @property
     def all_objectives(self) -> tuple[Objective, ...]:

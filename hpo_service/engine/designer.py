@@ -1,55 +1,47 @@
-"""The designer interface: history in, suggestions out (OSS Vizier's two-method designer).
+"""The designer interface, and what a model-based designer may be built with.
 
-A designer is built fresh for each suggestion request from the study's configuration and
-a seed, fed the history with ``update``, and asked for ``count`` points with ``suggest``.
-API processes are stateless, so designers must not rely on surviving between requests;
-everything they know comes from ``update``. New powers (transfer regions, fallbacks,
-trust regions) wrap a designer instead of widening this interface.
+``Designer``, ``Suggestion`` and ``DesignerFactory`` are defined in
+``domain.designer`` (so that ``transfer``, which wraps designers and may not import the
+engine, shares them) and named here for the engine's designers and their users.
+
+``DesignerPrior`` is what earlier studies tell a model-based designer, in the designer's
+own encoded columns: ``registry.make_designer`` hands it to the designers that can use
+it, through their constructors, and the others ignore it. The service computes it per
+request from a study's stored transfer record (``services.transfer``); nothing here
+knows where it came from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from hpo_service.domain import Params, StudyConfig, Trial, TrialSource
+from hpo_service.domain.designer import Designer, DesignerFactory, Suggestion
+from hpo_service.engine.encoding import FloatArray
 
-__all__ = ["Designer", "DesignerFactory", "Suggestion"]
+__all__ = ["Designer", "DesignerFactory", "DesignerPrior", "SourceModels", "Suggestion"]
+
+SourceModels = tuple[list[int], list[tuple[FloatArray, FloatArray, FloatArray]]]
+"""Earlier tasks' GPs for a prior mean: the encoded columns they cover, and per task its
+``n x len(columns)`` rows, its ``n`` standardised values (to maximise) and its
+hyperparameters as ``gp_model.Hyperparameters.vector`` (what ``AveragedPosteriorMean``
+takes)."""
 
 
 @dataclass(frozen=True)
-class Suggestion:
-    """A proposed parameter assignment and where it came from.
+class DesignerPrior:
+    """Knowledge from earlier studies for a model-based designer (all optional).
 
     Attributes:
-        params: a full, valid assignment for the study's space.
-        source: a ``TrialSource`` value (or another tag) stored on the trial.
-        metadata: free-form facts about the proposal, e.g. a fallback's reason.
+        initial_design: space-filling points before the model takes over; None keeps
+            the designer's own default. Transfer shortens it because the seeds it
+            proposes inside the region already are an initial design.
+        lengthscale: per encoded column, the centre and width of a Gaussian prior on
+            the log inverse squared lengthscale (NaN: the default prior there).
+        mean: the earlier tasks' GPs whose averaged posterior mean is the model's prior
+            mean; None: zero.
     """
 
-    params: Params
-    source: str = TrialSource.ENGINE
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-class Designer(Protocol):
-    """Proposes points given what has been tried."""
-
-    def update(self, completed: Sequence[Trial], pending: Sequence[Trial]) -> None:
-        """Take the history into account.
-
-        Args:
-            completed: finished trials (completed, failed, infeasible), in number order.
-            pending: trials queued or under evaluation, whose points must not be proposed
-                again and should be treated as soon-to-be-known.
-        """
-        ...
-
-    def suggest(self, count: int) -> list[Suggestion]:
-        """Return exactly ``count`` suggestions (fewer only if the space is exhausted)."""
-        ...
-
-
-DesignerFactory = Callable[[StudyConfig, int | None], Designer]
-"""Builds a designer for a study; the second argument is the seed for this request."""
+    initial_design: int | None = None
+    lengthscale: tuple[Sequence[float], Sequence[float]] | None = None
+    mean: SourceModels | None = None

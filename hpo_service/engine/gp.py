@@ -74,10 +74,11 @@ from hpo_service.domain import (
     objective_value,
 )
 from hpo_service.engine.acqf_optim import AcqfOptions, MixedGeometry, maximize_acqf
-from hpo_service.engine.designer import Suggestion
+from hpo_service.engine.designer import DesignerPrior, Suggestion
 from hpo_service.engine.device import DTYPE, device, single_threaded, to_tensor
 from hpo_service.engine.encoding import FloatArray, SpaceEncoder
 from hpo_service.engine.gp_model import (
+    AveragedPosteriorMean,
     HyperparameterCache,
     LengthscalePrior,
     default_cache,
@@ -131,6 +132,16 @@ class GPOptions:
     mc_raw_samples: int = 256
     lengthscale_prior: LengthscalePrior | None = None
     prior_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @classmethod
+    def informed(cls, prior: DesignerPrior) -> GPOptions:
+        """The default options, with what earlier studies showed (``DesignerPrior``)."""
+        lengthscale = None
+        if prior.lengthscale is not None:
+            centre, sigma = prior.lengthscale
+            lengthscale = LengthscalePrior(tuple(centre), tuple(sigma))
+        mean = AveragedPosteriorMean(*prior.mean) if prior.mean is not None else None
+        return cls(n_initial=prior.initial_design, lengthscale_prior=lengthscale, prior_mean=mean)
 
 
 def initial_design_size(n_params: int) -> int:

@@ -1,9 +1,11 @@
 """Early stopping on intermediate measurements: which running trials are not worth finishing.
 
-A study chooses a policy with ``StudyConfig.stopping`` (a JSON object); the measurement
-and heartbeat endpoints call ``should_stop`` with the trial and the study's other trials
-and report the decision; a stopped trial finishes with its partial result. The decision
-is a pure function of the measurements, so any API process gives the same answer.
+A study chooses a policy with ``StudyConfig.stopping`` (a ``StoppingSpec``, checked by
+``parse_stopping`` when the study is created, resolved by ``stopping_policy``); the
+measurement and heartbeat endpoints call ``should_stop`` with the trial and the study's
+other trials and report the decision; a stopped trial finishes with its partial result.
+The decision is a pure function of the measurements, so any API process gives the same
+answer.
 
 The policy object (every key but ``rule`` is optional)::
 
@@ -31,14 +33,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 
-from hpo_service.domain import Goal, Objective, Trial, TrialState
+from hpo_service.domain import Goal, Objective, StoppingSpec, Trial, TrialState
 from hpo_service.errors import FieldError, InvalidInputError
 
-__all__ = ["StopDecision", "StoppingPolicy", "should_stop", "validate_stopping"]
+__all__ = [
+    "StopDecision",
+    "StoppingPolicy",
+    "parse_stopping",
+    "should_stop",
+    "stopping_policy",
+    "validate_stopping",
+]
 
 Rule = Literal["median", "percentile", "successive_halving"]
 _RULES = ("median", "percentile", "successive_halving", "none")
@@ -72,17 +81,20 @@ class StopDecision:
     reason: str
 
 
-def validate_stopping(
+def parse_stopping(
     config: Mapping[str, Any] | None, *, loc: tuple[str | int, ...] = ("body", "stopping")
-) -> StoppingPolicy | None:
-    """Check a study's stopping configuration and return the policy it describes.
+) -> StoppingSpec | None:
+    """Check a study's stopping object and return it typed, as the user gave it.
+
+    ``{"rule": "none"}`` is kept (a study shows what it was created with); it resolves
+    to no policy (``stopping_policy``).
 
     Args:
         config: the user's JSON object, or None for no early stopping.
         loc: where the object sits in the request, prefixed to every error location.
 
     Returns:
-        The policy, or None when no early stopping is configured.
+        The spec, or None when ``config`` is None.
 
     Raises:
         InvalidInputError: listing every offending field.
@@ -101,60 +113,73 @@ def validate_stopping(
         for key in config
         if key not in _KEYS[rule]
     ]
-    if rule == "none":
-        _raise_if(errors)
+    if rule != "none":
+        metric = config.get("metric")
+        if metric is not None and (not isinstance(metric, str) or not metric):
+            errors.append(FieldError((*loc, "metric"), "metric must be a non-empty string"))
+        sh = rule == "successive_halving"
+        _check_int(config, "reduction_factor", 2, loc, errors)
+        _check_int(config, "min_steps", 1 if sh else 0, loc, errors)
+        _check_int(config, "min_trials", 1, loc, errors)
+        if rule == "percentile":
+            value = config.get("percentile")
+            if not _is_number(value) or not 0 < value < 100:
+                errors.append(
+                    FieldError((*loc, "percentile"), "percentile must be a number in (0, 100)")
+                )
+    if errors:
+        raise InvalidInputError("invalid early-stopping policy", errors)
+    return StoppingSpec.model_validate(dict(config))
+
+
+def stopping_policy(spec: StoppingSpec | None) -> StoppingPolicy | None:
+    """The policy a checked spec describes, with the rule's defaults filled in.
+
+    Returns:
+        None for no spec or ``rule: none``.
+    """
+    if spec is None or spec.rule == "none":
         return None
-    metric = config.get("metric")
-    if metric is not None and (not isinstance(metric, str) or not metric):
-        errors.append(FieldError((*loc, "metric"), "metric must be a non-empty string"))
-    sh = rule == "successive_halving"
-    factor = _int(config, "reduction_factor", 3, 2, loc, errors)
-    min_steps = _int(config, "min_steps", 1 if sh else 0, 1 if sh else 0, loc, errors)
-    min_trials = _int(config, "min_trials", factor if sh else 5, 1, loc, errors)
-    percentile = 50.0
-    if rule == "percentile":
-        value = config.get("percentile")
-        if not isinstance(value, int | float) or not _is_number(value) or not 0 < value < 100:
-            errors.append(
-                FieldError((*loc, "percentile"), "percentile must be a number in (0, 100)")
-            )
-        else:
-            percentile = float(value)
-    _raise_if(errors)
+    sh = spec.rule == "successive_halving"
+    factor = spec.reduction_factor if spec.reduction_factor is not None else 3
+    default_trials = factor if sh else 5
     return StoppingPolicy(
-        rule=rule,
-        metric=metric,
-        min_steps=min_steps,
-        min_trials=min_trials,
-        percentile=percentile,
+        rule=spec.rule,
+        metric=spec.metric,
+        min_steps=spec.min_steps if spec.min_steps is not None else (1 if sh else 0),
+        min_trials=spec.min_trials if spec.min_trials is not None else default_trials,
+        percentile=float(spec.percentile) if spec.percentile is not None else 50.0,
         reduction_factor=factor,
     )
 
 
-def _is_number(value: Any) -> bool:
+def validate_stopping(
+    config: Mapping[str, Any] | None, *, loc: tuple[str | int, ...] = ("body", "stopping")
+) -> StoppingPolicy | None:
+    """Check a stopping object and return the policy it describes (None: no stopping).
+
+    Raises:
+        InvalidInputError: listing every offending field.
+    """
+    return stopping_policy(parse_stopping(config, loc=loc))
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _int(
+def _check_int(
     config: Mapping[str, Any],
     key: str,
-    default: int,
     minimum: int,
     loc: tuple[str | int, ...],
     errors: list[FieldError],
-) -> int:
+) -> None:
     if key not in config:
-        return default
+        return
     value = config[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         errors.append(FieldError((*loc, key), f"{key} must be an integer >= {minimum}"))
-        return default
-    return value
-
-
-def _raise_if(errors: list[FieldError]) -> None:
-    if errors:
-        raise InvalidInputError("invalid early-stopping policy", errors)
 
 
 def should_stop(

@@ -1,4 +1,4 @@
-"""The study's ``scale`` field: parameterisation, readout flavour, optimiser, proxy shape.
+"""Validation of a study's ``scale`` field (``domain.scale.ScaleConfig``).
 
 Validated once, when the study is created, so that extrapolation and the proxy models can
 trust it. Errors carry a precise location under ``("body", "scale", ...)`` so the API
@@ -13,64 +13,21 @@ of every trial failing later in the worker.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
+from hpo_service.domain.scale import ScaleConfig
 from hpo_service.domain.shape import ModelShape, parse_shape
 from hpo_service.errors import FieldError, InvalidInputError, UnsupportedFeatureError
 from hpo_service.scaling.naming import parse_name
 from hpo_service.scaling.rules import DEPTH_ALPHA, OPTIMIZERS, PARAMETERIZATIONS, READOUTS
 
+# ``ScaleConfig`` is the domain's (a study carries it); it is named here too because this
+# is where a scale configuration is validated, and where the proxies look for it.
 __all__ = ["ScaleConfig", "check_param_names", "validate_scale"]
-
-Parameterization = Literal["sp", "mup", "depth_mup", "completep", "completedp", "moe_mup"]
-Readout = Literal["multiplier", "init"]
-OptimizerName = Literal["adamw", "muon", "lion", "sophia"]
 
 _FIELDS = ("parameterization", "readout", "optimizer", "proxy", "base")
 # Optimisers with scaling rules but no implementation to train a proxy with.
 _NOT_TRAINABLE = frozenset({"sophia"})
-
-
-class ScaleConfig(BaseModel):
-    """How a study's hyperparameters scale.
-
-    Attributes:
-        parameterization: the rule family (``sp`` ... ``moe_mup``).
-        readout: µP readout flavour: ``multiplier`` (TP5 Table 8, α_out/m_N in the
-            forward pass) or ``init`` (Table 3 / Complete(d)P: readout init var ×m_N⁻²,
-            LR ×m_N⁻¹). Equivalent in exact arithmetic; pick the one your code uses.
-        optimizer: ``adamw``, ``muon`` (hidden matrices), ``lion``; ``sophia`` only in
-            studies stored before new ones were refused it.
-        proxy: the shape the study's trials train at.
-        base: the shape at which the trial values are expressed (the µP "base shape");
-            defaults to ``proxy``. Only differs when several studies of a ladder share
-            one base shape.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    parameterization: Parameterization
-    readout: Readout = "multiplier"
-    optimizer: OptimizerName = "adamw"
-    proxy: ModelShape
-    base: ModelShape | None = None
-
-    @property
-    def base_shape(self) -> ModelShape:
-        """The reference shape of the values: ``base`` or else ``proxy``."""
-        return self.base or self.proxy
-
-    @property
-    def alpha(self) -> float | None:
-        """The residual depth exponent α, None for parameterisations without a depth rule."""
-        return DEPTH_ALPHA.get(self.parameterization)
-
-    @property
-    def is_moe(self) -> bool:
-        """Whether the parameterisation handles mixtures of experts."""
-        return self.parameterization == "moe_mup"
 
 
 def _choice(

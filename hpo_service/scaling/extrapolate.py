@@ -22,7 +22,7 @@ from hpo_service.domain.space import ParamValue
 from hpo_service.errors import FieldError, InvalidInputError
 from hpo_service.scaling.config import ScaleConfig, validate_scale
 from hpo_service.scaling.naming import expansion_roles, lookup_rule, parse_name
-from hpo_service.scaling.rules import Rule, RuleTable, build_table
+from hpo_service.scaling.rules import DEPTH_ALPHA, Rule, RuleTable, build_table
 
 __all__ = [
     "ExtrapolationResult",
@@ -354,7 +354,7 @@ def _implied(
     tgt: ModelShape,
     m: Mapping[str, float],
 ) -> None:
-    if config.alpha is not None and "residual_mult" not in params:
+    if config.parameterization in DEPTH_ALPHA and "residual_mult" not in params:
         out.implied("residual_mult", 1.0, "residual_mult")
     mup_like = config.parameterization != "sp"
     if mup_like and config.readout == "multiplier" and "mult.readout" not in params:

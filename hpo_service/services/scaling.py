@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -10,7 +9,7 @@ from sqlalchemy.orm import Session
 from hpo_service.db.database import Database
 from hpo_service.db.mapping import study_config, to_trial
 from hpo_service.db.repositories import StudyRepository, TrialRepository
-from hpo_service.domain import Principal, TrialState
+from hpo_service.domain import Principal, ScaleConfig, TrialState
 from hpo_service.engine.pareto import best_trial
 from hpo_service.errors import ConflictError, InvalidInputError, TrialNotFoundError
 from hpo_service.scaling.extrapolate import ExtrapolationResult, extrapolate
@@ -81,7 +80,7 @@ def extrapolate_trial(
 
 def _plain(
     params: dict[str, Any],
-    scale: Any,
+    scale: ScaleConfig,
     target: dict[str, Any],
     use_ladder: bool | None,
     family: str | None,
@@ -97,7 +96,7 @@ def _proxy_shapes(session: Session, principal: Principal, family: str) -> int:
     """How many distinct proxy shapes the family's visible scaled studies use."""
     tenant = None if principal.is_admin else principal.tenant
     rows = StudyRepository(session).in_family(family, tenant=tenant)
-    return len({json.dumps(r.scale.get("proxy"), sort_keys=True) for r in rows if r.scale})
+    return len({ScaleConfig.model_validate(r.scale).proxy for r in rows if r.scale})
 
 
 def _refined_from(

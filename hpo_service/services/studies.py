@@ -14,7 +14,13 @@ from typing import Any
 from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
 from hpo_service.db.ids import new_id
-from hpo_service.db.mapping import study_config, to_study, to_trial
+from hpo_service.db.mapping import (
+    effective_space_json,
+    study_config,
+    to_study,
+    to_trial,
+    transfer_json,
+)
 from hpo_service.db.models import StudyRow
 from hpo_service.db.repositories import StudyRepository, TrialRepository
 from hpo_service.db.repositories.studies import STUDIES_BY_CREATION
@@ -25,6 +31,7 @@ from hpo_service.domain import (
     Principal,
     Role,
     SearchSpace,
+    StoppingSpec,
     Study,
     StudyState,
     Trial,
@@ -35,7 +42,7 @@ from hpo_service.domain import (
 )
 from hpo_service.engine import registry
 from hpo_service.engine.pareto import best_trials as rank_best
-from hpo_service.engine.stopping import validate_stopping
+from hpo_service.engine.stopping import parse_stopping
 from hpo_service.errors import InvalidInputError
 from hpo_service.scaling.config import validate_scale
 from hpo_service.services import audit, transfer
@@ -57,7 +64,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class NewStudy:
-    """What a client asks for when creating a study (already schema-validated)."""
+    """What a client asks for when creating a study.
+
+    The typed fields are already schema-validated; ``stopping``, ``transfer`` and
+    ``scale`` are the request's JSON objects, checked once by ``create_study`` (which
+    also serves benchmarks and tools that pass options the API's schema does not have)
+    and carried typed from there on.
+    """
 
     name: str
     objective: Objective
@@ -85,8 +98,12 @@ class StudyChanges:
     max_trials_set: bool = False
 
 
-def _check_supported(new: NewStudy) -> None:
-    """Refuse capabilities this build lacks, with a 422 naming the field."""
+def _check_supported(new: NewStudy) -> StoppingSpec | None:
+    """Refuse capabilities this build lacks, with a 422 naming the field.
+
+    Returns:
+        the study's early-stopping spec, checked.
+    """
     metrics = [o.metric for o in new.objectives]
     if len(set(metrics)) != len(metrics):
         raise InvalidInputError.at(("body", "objectives"), "objective metrics must be distinct")
@@ -96,7 +113,7 @@ def _check_supported(new: NewStudy) -> None:
                 ("body", "constraints", i, "metric"),
                 f"{c.metric!r} is an objective; constraints bound other metrics",
             )
-    validate_stopping(new.stopping)
+    return parse_stopping(new.stopping)
 
 
 def create_study(
@@ -111,8 +128,9 @@ def create_study(
     """
     require_role(principal, Role.CLIENT)
     algorithm = registry.check_algorithm(new.algorithm or registry.default_algorithm())
-    _check_supported(new)
+    stopping = _check_supported(new)
     scale = validate_scale(new.scale, param_names=new.space.names, new_study=True)
+    spec = transfer.parse_transfer(new.transfer)
     objectives = new.objectives
     objective = objectives[0] if objectives else new.objective
     row = StudyRow(
@@ -123,11 +141,11 @@ def create_study(
         objective=objective.model_dump(),
         objectives=[o.model_dump() for o in objectives] or None,
         constraints=[c.model_dump() for c in new.constraints] or None,
-        stopping=new.stopping,
+        stopping=stopping.to_json() if stopping is not None else None,
         space=new.space.model_dump(mode="json", exclude_none=True),
         algorithm=algorithm,
-        transfer=new.transfer,
-        scale=scale.model_dump(mode="json", exclude_none=True) if scale is not None else None,
+        transfer=transfer_json(spec, None) if spec is not None else None,
+        scale=scale.to_json() if scale is not None else None,
         max_trials=new.max_trials,
         max_attempts=new.max_attempts or default_max_attempts,
         seed=new.seed,
@@ -136,20 +154,18 @@ def create_study(
         next_number=0,
     )
     with db.write() as session:
-        if new.transfer is not None:
+        if spec is not None:
             fitted = transfer.fit_in_session(
                 session,
                 tenant=principal.tenant,
                 family=new.family,
                 space=new.space,
-                spec=new.transfer,
+                spec=spec,
                 now=utcnow(),
             )
             if fitted is not None:
-                row.transfer = {**new.transfer, "fitted": fitted}
-                # The column is the queryable copy of what the study shows; the source
-                # prior's rows (tens of KB, read only by the designer) stay in ``transfer``.
-                row.effective_space = {k: v for k, v in fitted.items() if k != "prior"}
+                row.transfer = transfer_json(spec, fitted)
+                row.effective_space = effective_space_json(fitted)
         StudyRepository(session).add(row)
         return to_study(row)
 

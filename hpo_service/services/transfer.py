@@ -1,21 +1,23 @@
 """Transfer use cases: fit a study's region at creation, show it, preview it, use it.
 
 The region is fitted once, when the study is created, from the winners of the family's
-earlier studies, and stored with the study (in its ``transfer`` document, which designers
-see, and in ``effective_space``) with ``version: 1``. Nothing about it lives in process
-memory, so it survives restarts. When the negative-transfer guard grows the region, the
-new level is written on the trials proposed from it; the study's current region is the
-stored one grown to the highest level found on its trials, and its version counts on.
+earlier studies, and stored with the study as its ``FittedTransfer`` (apart from the
+user's ``TransferSpec``; a summary also in the ``effective_space`` column) with
+``version: 1``. Nothing about it lives in process memory, so it survives restarts. When
+the negative-transfer guard grows the region, the new level is written on the trials
+proposed from it; the study's current region is the stored one grown to the highest
+level found on its trials, and its version counts on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from hpo_service.db.database import Database
@@ -23,19 +25,23 @@ from hpo_service.db.mapping import study_config, to_trial
 from hpo_service.db.repositories import StudyRepository, TrialRepository
 from hpo_service.domain import (
     CategoricalParameter,
+    FittedTransfer,
     FloatParameter,
     IntParameter,
     Params,
     Principal,
     Role,
     SearchSpace,
+    SourcePrior,
     StudyConfig,
+    TransferSpec,
 )
-from hpo_service.domain.region import Box, Ellipsoid, region_from_json
-from hpo_service.engine.designer import Designer, Suggestion
+from hpo_service.domain.region import Box, Ellipsoid
+from hpo_service.domain.transfer import RejectedSource
+from hpo_service.engine.designer import Designer, DesignerFactory, DesignerPrior
 from hpo_service.engine.encoding import SpaceEncoder
 from hpo_service.engine.registry import make_designer
-from hpo_service.errors import InvalidInputError, NotFoundError
+from hpo_service.errors import FieldError, InvalidInputError, NotFoundError
 from hpo_service.services.access import require_role, visible_study
 from hpo_service.transfer.coords import FloatArray, with_coords
 from hpo_service.transfer.designer import (
@@ -44,6 +50,7 @@ from hpo_service.transfer.designer import (
     RegionDesigner,
     narrowed_space,
 )
+from hpo_service.transfer.exploit import TrustOptions
 from hpo_service.transfer.fit import FitOptions, Winners, fit_region
 from hpo_service.transfer.prior import inner_frame, inner_prior, source_prior
 from hpo_service.transfer.seeds import consensus_point, seed_phase_length, support_order
@@ -55,42 +62,54 @@ from hpo_service.transfer.select import (
     map_params,
     ranked,
 )
+from hpo_service.transfer.source_mean import source_gps
 
 __all__ = [
-    "METHODS",
     "designer_for",
     "effective_space",
     "fit_in_session",
     "get_region",
+    "parse_transfer",
     "preview_region",
-    "public_transfer",
 ]
 
-# "none", "box" and "ellipsoid" are the API's; the others serve benchmarks and tools.
-METHODS = ("none", "box", "ellipsoid", "quantile_box", "warm_start")
 _MAX_SOURCES = 200
 _MAX_SEEDS = 20
+_LOC = ("body", "transfer")
 
 
-def _spec_error(field: str, msg: str) -> InvalidInputError:
-    return InvalidInputError.at(("body", "transfer", field), msg)
+def parse_transfer(data: Mapping[str, Any] | None) -> TransferSpec | None:
+    """Check a new study's ``transfer`` object once, at creation, and type it.
+
+    The API's schema has already checked its own fields; this also covers the options
+    benchmarks and tools pass when they create studies through the service.
+
+    Raises:
+        InvalidInputError: every offending field, located under ``("body", "transfer")``.
+    """
+    if data is None:
+        return None
+    try:
+        return TransferSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        errors = [FieldError((*_LOC, *e["loc"]), str(e["msg"])) for e in exc.errors()]
+        raise InvalidInputError("invalid transfer specification", errors) from None
 
 
-def _options(spec: dict[str, Any]) -> FitOptions:
+def _options(spec: TransferSpec) -> FitOptions:
     defaults = FitOptions()
     return FitOptions(
-        margin=float(spec.get("margin", defaults.margin)),
-        quantile=float(spec.get("quantile", defaults.quantile)),
-        slack=bool(spec.get("slack", defaults.slack)),
+        margin=float(spec.margin) if spec.margin is not None else defaults.margin,
+        quantile=float(spec.quantile) if spec.quantile is not None else defaults.quantile,
+        slack=spec.slack if spec.slack is not None else defaults.slack,
     )
 
 
 def _candidates(
-    session: Session, tenant: str, family: str | None, spec: dict[str, Any]
+    session: Session, tenant: str, family: str | None, spec: TransferSpec
 ) -> list[SourceStudy]:
     studies = StudyRepository(session)
-    sources = spec.get("sources", "family")
-    if sources == "family":
+    if spec.sources == "family":
         if family is None:
             return []
         rows = studies.page(
@@ -101,17 +120,15 @@ def _candidates(
             after=None,
             limit=_MAX_SOURCES,
         ).rows
-    elif isinstance(sources, list):
+    else:
         rows = []
-        for i, study_id in enumerate(sources):
-            row = studies.get(str(study_id), tenant=tenant)
+        for i, study_id in enumerate(spec.sources):
+            row = studies.get(study_id, tenant=tenant)
             if row is None:
                 raise InvalidInputError.at(
-                    ("body", "transfer", "sources", i), f"unknown source study {study_id!r}"
+                    (*_LOC, "sources", i), f"unknown source study {study_id!r}"
                 )
             rows.append(row)
-    else:
-        raise _spec_error("sources", "sources must be 'family' or a list of study ids")
     trials = TrialRepository(session)
     out: list[SourceStudy] = []
     for row in rows:
@@ -127,76 +144,64 @@ def fit_in_session(
     tenant: str,
     family: str | None,
     space: SearchSpace,
-    spec: dict[str, Any],
+    spec: TransferSpec,
     now: datetime,
-) -> dict[str, Any] | None:
+) -> FittedTransfer | None:
     """Fit the region a new study gets, inside the caller's transaction.
 
     Returns:
-        the record to store under ``transfer["fitted"]`` (``region`` None, with a
-        ``reason``, when no source is usable: the study then searches the full space),
-        or None for ``method: none``.
+        what the service derives for the study (``region`` None, with a ``reason``,
+        when no source is usable: the study then searches the full space), or None for
+        ``method: none``.
 
     Raises:
-        InvalidInputError: an unknown method, a bad ``top_k``, unknown source ids, or
-            explicitly named sources that cannot be used.
+        InvalidInputError: unknown source ids, or explicitly named sources that cannot
+            be used.
     """
-    method = spec.get("method", "box")
-    if method not in METHODS:
-        raise _spec_error("method", f"unknown transfer method {method!r}")
-    if method == "none":
+    if spec.method == "none":
         return None
-    top_k = spec.get("top_k", 5)
-    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-        raise _spec_error("top_k", "top_k must be a positive integer")
-    seed_phase = spec.get("seed_phase")
-    if seed_phase is not None and (
-        not isinstance(seed_phase, int) or isinstance(seed_phase, bool) or seed_phase < 1
-    ):
-        raise _spec_error("seed_phase", "seed_phase must be a positive integer")
-    min_completed = int(spec.get("min_completed", top_k))
+    min_completed = spec.min_completed if spec.min_completed is not None else spec.top_k
     candidates = _candidates(session, tenant, family, spec)
     decisions = choose_sources(space, candidates, min_completed=min_completed)
-    if isinstance(spec.get("sources"), list):
+    if spec.sources != "family":
         for i, d in enumerate(decisions):
             if not d.used:
-                raise InvalidInputError.at(
-                    ("body", "transfer", "sources", i), f"{d.study_id}: {d.reason}"
-                )
+                raise InvalidInputError.at((*_LOC, "sources", i), f"{d.study_id}: {d.reason}")
     used = [c for c, d in zip(candidates, decisions, strict=True) if d.used]
-    record: dict[str, Any] = {
-        "version": 1,
-        "method": method,
-        "top_k": top_k,
-        "fitted_at": now.isoformat(),
-        "sources": [c.study_id for c in used],
-        "rejected_sources": [
-            {"study_id": d.study_id, "reason": d.reason} for d in decisions if not d.used
-        ],
-        "region": None,
-        "fit": None,
-        "seeds": [],
-        "reason": None,
-    }
+    record = FittedTransfer(
+        version=1,
+        method=spec.method,
+        top_k=spec.top_k,
+        fitted_at=now,
+        sources=tuple(c.study_id for c in used),
+        rejected_sources=tuple(
+            RejectedSource(d.study_id, d.reason or "") for d in decisions if not d.used
+        ),
+    )
     if not used:
-        record["reason"] = (
+        reason = (
             "no earlier study of the family is compatible and has enough completed trials"
             if candidates
             else "no earlier study to learn from"
         )
-        return record
+        return replace(record, reason=reason)
     region: Box | Ellipsoid | None = None
-    winners = collect_winners(space, used, top_k=top_k, make_encoder=SpaceEncoder)
-    if method != "warm_start":
-        result = fit_region(winners, method, _options(spec))
-        region = result.region
-        record["region"] = region.to_json()
-        record["fit"] = result.notes
-        if spec.get("prior", True) is not False:
-            record["prior"] = source_prior(space, used, region, SpaceEncoder, _fit_hypers)
-    record["seeds"] = _seeds(space, used, region, winners)
-    record["effective_space"] = _summary(space, region, record)
-    return record
+    fit: dict[str, Any] | None = None
+    prior: SourcePrior | None = None
+    winners = collect_winners(space, used, top_k=spec.top_k, make_encoder=SpaceEncoder)
+    if spec.method != "warm_start":
+        result = fit_region(winners, spec.method, _options(spec))
+        region, fit = result.region, result.notes
+        if spec.prior:
+            prior = source_prior(space, used, region, SpaceEncoder, _fit_hypers)
+    return replace(
+        record,
+        region=region,
+        fit=fit,
+        seeds=tuple(_seeds(space, used, region, winners)),
+        prior=prior,
+        effective_space=_summary(space, region, record),
+    )
 
 
 def _seeds(
@@ -240,32 +245,22 @@ def _seeds(
     return seeds[:_MAX_SEEDS]
 
 
-def public_transfer(transfer: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The study's ``transfer`` as the client sent it (the fitted record lives apart)."""
-    if transfer is None:
-        return None
-    return {k: v for k, v in transfer.items() if k != "fitted"}
-
-
 def effective_space(config: StudyConfig) -> dict[str, Any] | None:
     """What the API shows as ``effective_space``: the stored region's summary, or None."""
-    fitted = (config.transfer or {}).get("fitted")
-    if not isinstance(fitted, dict):
-        return None
-    summary = fitted.get("effective_space")
-    return summary if isinstance(summary, dict) else None
+    fitted = config.fitted_transfer
+    return fitted.effective_space if fitted is not None else None
 
 
 def _summary(
-    space: SearchSpace, region: Box | Ellipsoid | None, record: dict[str, Any]
+    space: SearchSpace, region: Box | Ellipsoid | None, record: FittedTransfer
 ) -> dict[str, Any] | None:
     if region is None:
         return None
     return {
-        "version": record["version"],
-        "method": record["method"],
+        "version": record.version,
+        "method": record.method,
         "kind": region.kind,
-        "sources": record["sources"],
+        "sources": list(record.sources),
         "volume_fraction": region.volume_fraction(),
         "space": narrowed_space(space, region, SpaceEncoder).model_dump(
             mode="json", exclude_none=True
@@ -282,77 +277,69 @@ def designer_for(config: StudyConfig, seed: int | None) -> Designer:
     Sobol never learn, so they get every seed first. Without a region (warm start only)
     every seed is proposed and the designer keeps its defaults.
     """
-    fitted = (config.transfer or {}).get("fitted")
-    if not isinstance(fitted, dict) or (not fitted.get("region") and not fitted.get("seeds")):
+    fitted, spec = config.fitted_transfer, config.transfer
+    if fitted is None or spec is None or (fitted.region is None and not fitted.seeds):
         return make_designer(config, seed)
-    region = region_from_json(fitted["region"]) if fitted.get("region") else None
+    region = fitted.region
     model_based = config.algorithm not in SPACE_FILLING
-    phase = _seed_phase(config) if region and model_based else None
-    return RegionDesigner[Suggestion](
+    phase = _seed_phase(config.space, spec) if region and model_based else None
+    return RegionDesigner(
         config,
         seed,
         region=region,
-        seeds=list(fitted.get("seeds") or []),
+        seeds=fitted.seeds,
         make_inner=(
             make_designer
             if phase is None
-            else _inner_factory(phase, config.space, config.transfer or {})
+            else _informed(phase, config.space, fitted.prior, use_mean=spec.prior_mean)
         ),
         make_encoder=SpaceEncoder,
-        make_suggestion=Suggestion,
-        version=int(fitted.get("version", 1)),
+        version=fitted.version,
         guard=GuardOptions() if region is not None else None,
         seed_phase=phase,
+        trust=_trust(spec),
     )
 
 
-def _seed_phase(config: StudyConfig) -> int:
+def _seed_phase(space: SearchSpace, spec: TransferSpec) -> int:
     """Points inside the region before the model takes over.
 
     ``seeds.seed_phase_length`` unless the spec names ``seed_phase`` (a benchmark and
-    tool option, validated at creation, like ``margin``; the API does not expose it).
+    tool option, like ``margin``; the API does not expose it).
     """
-    value = (config.transfer or {}).get("seed_phase")
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    return seed_phase_length(len(config.space.names))
+    return spec.seed_phase or seed_phase_length(len(space.names))
 
 
-def _inner_factory(
-    initial: int, space: SearchSpace | None = None, spec: dict[str, Any] | None = None
-) -> Callable[[StudyConfig, int | None], Designer]:
-    """``make_designer``, with a GP's initial design shortened to ``initial`` points.
+def _trust(spec: TransferSpec) -> TrustOptions | bool:
+    """The spec's trust region: on or off, or ``TrustOptions`` with the fields it names."""
+    if isinstance(spec.trust, bool):
+        return spec.trust
+    return replace(TrustOptions(), **spec.trust.model_dump(exclude_none=True))
 
-    With a stored source prior (``transfer/prior.py``), the GP also gets the sources'
-    lengthscale prior and mean (``transfer/source_mean.py``; the spec's ``prior_mean:
-    false`` leaves the mean out, for ablations), in the narrowed space it is built for.
+
+def _informed(
+    initial: int, space: SearchSpace, prior: SourcePrior | None, *, use_mean: bool
+) -> DesignerFactory:
+    """``make_designer`` given what the sources show, for each inner space it is asked for.
+
+    The inner designer's initial design is cut to ``initial`` points (the seeds are the
+    rest of it). With a stored source prior (``transfer/prior.py``) the model also gets
+    the sources' lengthscales and, unless the spec's ``prior_mean`` is false (for
+    ablations), their mean (``transfer/source_mean.py``), both mapped onto the narrowed
+    space the wrapper builds it for, which changes with the guard and the trust region.
     """
-    spec = spec or {}
-    prior = (spec.get("fitted") or {}).get("prior") if space is not None else None
 
     def make(config: StudyConfig, seed: int | None) -> Designer:
-        inner = make_designer(config, seed)
-        if config.algorithm == "gp":
-            from hpo_service.engine.gp import GPDesigner
-            from hpo_service.engine.gp_model import AveragedPosteriorMean, LengthscalePrior
-            from hpo_service.transfer.source_mean import source_gps
-
-            if isinstance(inner, GPDesigner) and inner.options.n_initial is None:
-                inner.options = replace(inner.options, n_initial=initial)
-            if isinstance(inner, GPDesigner) and prior and space is not None:
-                frame = inner_frame(prior["names"], space, config.space, SpaceEncoder)
-                learned = inner_prior(prior, frame)
-                if learned is not None:
-                    centre, sigma = learned
-                    inner.options = replace(
-                        inner.options,
-                        lengthscale_prior=LengthscalePrior(tuple(centre), tuple(sigma)),
-                    )
-                if spec.get("prior_mean", True) is not False:
-                    gps = source_gps(prior, frame)
-                    mean = AveragedPosteriorMean(*gps) if gps is not None else None
-                    inner.options = replace(inner.options, prior_mean=mean)
-        return inner
+        if prior is None:
+            return make_designer(config, seed, DesignerPrior(initial_design=initial))
+        frame = inner_frame(prior.names, space, config.space, SpaceEncoder)
+        learned = inner_prior(prior, frame)
+        mean = source_gps(prior, frame) if use_mean else None
+        return make_designer(
+            config,
+            seed,
+            DesignerPrior(initial_design=initial, lengthscale=learned, mean=mean),
+        )
 
     return make
 
@@ -369,7 +356,7 @@ def _fit_hypers(x: FloatArray, y: FloatArray) -> FloatArray:
 def region_view(
     space: SearchSpace,
     region: Box | Ellipsoid,
-    record: dict[str, Any],
+    record: FittedTransfer,
     *,
     level: int = 0,
     expansions: list[dict[str, Any]] | None = None,
@@ -386,18 +373,20 @@ def region_view(
             entry.update(values=list(p.values))
         bounds[name] = entry
     view: dict[str, Any] = {
-        "method": record["method"],
+        "method": record.method,
         "kind": region.kind,
-        "version": int(record.get("version", 1)) + level,
+        "version": record.version + level,
         "level": level,
-        "sources": record["sources"],
-        "rejected_sources": record.get("rejected_sources", []),
+        "sources": list(record.sources),
+        "rejected_sources": [
+            {"study_id": r.study_id, "reason": r.reason} for r in record.rejected_sources
+        ],
         "bounds": bounds,
         "volume_fraction": region.volume_fraction(),
         "categorical_subsets": region.categorical_subsets,
         "space": narrowed.model_dump(mode="json", exclude_none=True),
-        "seeds": record.get("seeds", []),
-        "fit": record.get("fit"),
+        "seeds": [dict(p) for p in record.seeds],
+        "fit": record.fit,
         "expansions": expansions or [],
         "region": region.to_json(),
     }
@@ -424,9 +413,9 @@ def get_region(db: Database, principal: Principal, study_id: str) -> dict[str, A
     with db.read() as session:
         row = visible_study(session, principal, study_id)
         config = study_config(row)
-        fitted = (config.transfer or {}).get("fitted")
-        if not isinstance(fitted, dict) or not fitted.get("region"):
-            why = fitted.get("reason") if isinstance(fitted, dict) else None
+        fitted = config.fitted_transfer
+        if fitted is None or fitted.region is None:
+            why = fitted.reason if fitted is not None else None
             raise NotFoundError(
                 f"study {study_id!r} has no learned region" + (f": {why}" if why else "")
             )
@@ -441,7 +430,7 @@ def get_region(db: Database, principal: Principal, study_id: str) -> dict[str, A
             expansions.append(
                 {"trial_number": t.number, "level": info.get("level"), "reason": info["expanded"]}
             )
-    region = region_from_json(fitted["region"])
+    region = fitted.region
     current = region.expanded(GuardOptions().factor ** level) if level else region
     view = region_view(config.space, current, fitted, level=level, expansions=expansions)
     view["study_id"] = row.id
@@ -454,7 +443,7 @@ def preview_region(
     family: str,
     *,
     space: SearchSpace,
-    spec: dict[str, Any],
+    spec: TransferSpec,
     now: datetime,
 ) -> dict[str, Any]:
     """The region a new study of ``family`` would get now, without creating it.
@@ -467,10 +456,9 @@ def preview_region(
         record = fit_in_session(
             session, tenant=principal.tenant, family=family, space=space, spec=spec, now=now
         )
-    if record is None or not record.get("region"):
-        why = "method 'none' learns no region" if record is None else record.get("reason")
+    if record is None or record.region is None:
+        why = "method 'none' learns no region" if record is None else record.reason
         raise InvalidInputError.at(("body", "method"), f"no region to preview: {why}")
-    region = region_from_json(record["region"])
-    view = region_view(space, region, record)
+    view = region_view(space, record.region, record)
     view["family"] = family
     return view

@@ -41,7 +41,7 @@ from hpo_service.domain import (
     TrialState,
     objective_value,
 )
-from hpo_service.engine.stopping import should_stop, validate_stopping
+from hpo_service.engine.stopping import should_stop, stopping_policy
 from hpo_service.errors import (
     CompletionConflictError,
     FieldError,
@@ -285,7 +285,7 @@ def _apply_stopping(repo: TrialRepository, row: TrialRow, study: StudyRow) -> No
     if study.stopping is None:
         return
     config = study_config(study)
-    policy = validate_stopping(config.stopping)
+    policy = stopping_policy(config.stopping)
     if policy is None:
         return
     history = repo.with_measurements(study.id)

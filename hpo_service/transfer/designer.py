@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -56,6 +56,7 @@ from hpo_service.domain import (
     TrialState,
     objective_value,
 )
+from hpo_service.domain.designer import Designer, DesignerFactory, Suggestion
 from hpo_service.domain.region import Box, Ellipsoid
 from hpo_service.errors import InvalidInputError
 from hpo_service.transfer.coords import (
@@ -91,24 +92,6 @@ _MAX_REJECTION_ROUNDS = 4
 DEFAULT_TRUST = TrustOptions(start=0.25, global_every=2, max_volume=0.1)
 # Grid values a trust region keeps at least on an int or ordinal coordinate.
 _TRUST_GRID_VALUES = 4
-
-
-class _SuggestionLike(Protocol):
-    @property
-    def params(self) -> Params: ...
-    @property
-    def source(self) -> str: ...
-    @property
-    def metadata(self) -> dict[str, Any]: ...
-
-
-S = TypeVar("S", bound=_SuggestionLike)
-S_co = TypeVar("S_co", bound=_SuggestionLike, covariant=True)
-
-
-class _Inner(Protocol[S_co]):
-    def update(self, completed: Sequence[Trial], pending: Sequence[Trial]) -> None: ...
-    def suggest(self, count: int) -> Sequence[S_co]: ...
 
 
 @dataclass(frozen=True)
@@ -229,8 +212,10 @@ def _key(params: Params) -> str:
     return json.dumps(params, sort_keys=True)
 
 
-class RegionDesigner(Generic[S]):
+class RegionDesigner:
     """Seeds, then an inner designer confined to a region (see the module docstring).
+
+    A ``Designer`` itself (``domain.designer``), wrapping the one ``make_inner`` builds.
 
     Args:
         config: the study's configuration (full space).
@@ -240,7 +225,6 @@ class RegionDesigner(Generic[S]):
         seeds: assignments valid in the full space, proposed first in this order.
         make_inner: builds the inner designer for a configuration and seed.
         make_encoder: the engine's encoder class (the one exact unit-cube map).
-        make_suggestion: builds the suggestion type the caller stores.
         version: the region's stored version (expansions count on from it).
         guard: when to grow the region; None disables the guard.
         seed_phase: stop proposing seeds once this many trials (seeds or not, finished
@@ -248,8 +232,7 @@ class RegionDesigner(Generic[S]):
         trust: confine the inner designer to a trust region around the incumbent
             (``exploit.py``): True gives model-based designers ``DEFAULT_TRUST`` (random
             and Sobol never exploit, so they keep the whole region), False searches the
-            whole region, options apply as given. The spec's ``trust`` (a benchmark
-            option: ``{"start": 0.5, ...}``, ``true`` or ``false``) overrides it.
+            whole region, options apply as given.
     """
 
     def __init__(
@@ -259,9 +242,8 @@ class RegionDesigner(Generic[S]):
         *,
         region: Box | Ellipsoid | None,
         seeds: Sequence[Params],
-        make_inner: Callable[[StudyConfig, int | None], _Inner[S]],
+        make_inner: DesignerFactory,
         make_encoder: EncoderFactory,
-        make_suggestion: Callable[[Params, str, dict[str, Any]], S],
         version: int = 1,
         guard: GuardOptions | None = None,
         seed_phase: int | None = None,
@@ -273,12 +255,10 @@ class RegionDesigner(Generic[S]):
         self.seeds = list(seeds)
         self.make_inner = make_inner
         self.make_encoder = make_encoder
-        self.make_suggestion = make_suggestion
         self.version = version
         self.guard = guard if guard is not None else GuardOptions()
         self.seed_phase = seed_phase
-        spec = (config.transfer or {}).get("trust", trust)
-        self.trust = _trust_options(spec, config.algorithm not in SPACE_FILLING)
+        self.trust = _trust_options(trust, config.algorithm not in SPACE_FILLING)
         self.encoder = make_encoder(config.space)
         self._cells: dict[str, tuple[FloatArray, list[tuple[float, float]]]] = {}
         for name in config.space.names:
@@ -304,12 +284,12 @@ class RegionDesigner(Generic[S]):
                 self.level += 1
                 self.expanded_because = reason
 
-    def suggest(self, count: int) -> list[S]:
+    def suggest(self, count: int) -> list[Suggestion]:
         """Untried seeds first (while the seed phase lasts), then the region's proposals."""
         if count <= 0:
             return []
         known = {_key(t.params) for t in (*self._completed, *self._pending)}
-        out: list[S] = []
+        out: list[Suggestion] = []
         room = self._seed_room()
         for params in self.seeds:
             if len(out) >= min(count, room):
@@ -375,7 +355,9 @@ class RegionDesigner(Generic[S]):
                 return False
         return bool(region.contains(self._test_coords(params, region))[0])
 
-    def _from_region(self, count: int, seeds: Sequence[S], known: set[str]) -> list[S]:
+    def _from_region(
+        self, count: int, seeds: Sequence[Suggestion], known: set[str]
+    ) -> list[Suggestion]:
         region = self.region
         config = self.config
         if region is not None:
@@ -427,9 +409,9 @@ class RegionDesigner(Generic[S]):
         return widths
 
     def _inside_ellipsoid(
-        self, inner: _Inner[S], region: Ellipsoid, count: int, known: set[str]
-    ) -> list[S]:
-        out: list[S] = []
+        self, inner: Designer, region: Ellipsoid, count: int, known: set[str]
+    ) -> list[Suggestion]:
+        out: list[Suggestion] = []
         rng = np.random.default_rng(None if self.seed is None else [self.seed, len(known)])
         if self.config.algorithm in SPACE_FILLING:
             ask = count * max(2, math.ceil(1.5 / max(self._acceptance(region), 0.02)))
@@ -570,23 +552,22 @@ class RegionDesigner(Generic[S]):
             info["expanded"] = self.expanded_because
         return info
 
-    def _tag(self, params: Params, source: str, origin: str, metadata: dict[str, Any]) -> S:
+    def _tag(
+        self, params: Params, source: str, origin: str, metadata: dict[str, Any]
+    ) -> Suggestion:
         info = {**metadata, "transfer": self._info(origin)}
-        return self.make_suggestion(params, str(source), info)
+        return Suggestion(params, str(source), info)
 
-    def _keep(self, s: S, origin: str) -> S:
+    def _keep(self, s: Suggestion, origin: str) -> Suggestion:
         source = str(s.source) if self.base is None else _source(s)
         return self._tag(s.params, source, origin, dict(s.metadata))
 
 
-def _trust_options(spec: Any, model_based: bool) -> TrustOptions | None:
-    """Options from ``trust`` (True: the default for a model; False/None: off; a dict)."""
-    if isinstance(spec, TrustOptions):
-        return spec
-    if isinstance(spec, dict):
-        fields = TrustOptions.__dataclass_fields__
-        return TrustOptions(**{k: v for k, v in spec.items() if k in fields})
-    return DEFAULT_TRUST if spec is True and model_based else None
+def _trust_options(trust: TrustOptions | bool, model_based: bool) -> TrustOptions | None:
+    """Options from ``trust`` (given options; True: the default for a model; False: off)."""
+    if isinstance(trust, TrustOptions):
+        return trust
+    return DEFAULT_TRUST if trust and model_based else None
 
 
 def _grid(space: SearchSpace, encoder: CubeEncoder, name: str) -> FloatArray | None:
@@ -602,7 +583,7 @@ def _grid(space: SearchSpace, encoder: CubeEncoder, name: str) -> FloatArray | N
     return np.asarray([encoder.encode({name: v})[column] for v in values], dtype=np.float64)
 
 
-def _source(s: _SuggestionLike) -> str:
+def _source(s: Suggestion) -> str:
     """Inner proposals are region proposals unless the inner designer said otherwise."""
     return REGION_SOURCE if str(s.source) == TrialSource.ENGINE else str(s.source)
 

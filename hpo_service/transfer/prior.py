@@ -40,9 +40,11 @@ from hpo_service.domain import (
     OrdinalParameter,
     Params,
     SearchSpace,
+    SourcePrior,
     objective_value,
 )
 from hpo_service.domain.region import Box, Ellipsoid
+from hpo_service.domain.transfer import SourceFit
 from hpo_service.transfer.coords import (
     EncoderFactory,
     FloatArray,
@@ -101,15 +103,14 @@ def source_prior(
     make_encoder: EncoderFactory,
     fit: FitHypers,
     options: PriorOptions | None = None,
-) -> dict[str, Any] | None:
+) -> SourcePrior | None:
     """The prior to store with the study, or None when too few sources can be fitted.
 
     Returns:
-        ``{"names", "log_rho", "sigma", "per_source", "rows", "lower", "width",
-        "sources"}``: the region's coordinate names, the centre and width on log rho in
-        cube units per name, every source's fitted log rho (cube units), how many rows
-        each fit used, the box the rows are expressed in (cube units), and per source
-        its rows (box units, standardised values to maximise) with its fitted hyperparameters (box
+        The region's coordinate names, the centre and width on log rho in cube units per
+        name, every source's fitted log rho (cube units), how many rows each fit used,
+        the box the rows are expressed in (cube units), and per source its rows (box
+        units, standardised values to maximise) with its fitted hyperparameters (box
         units; absent coordinates get the longest lengthscale), from which
         ``source_mean.source_gps`` rebuilds the sources' GPs for their posterior means.
     """
@@ -122,7 +123,7 @@ def source_prior(
     fill = center_params(target, region, make_encoder)
     per_source: list[list[float]] = []
     rows: list[int] = []
-    fitted: list[dict[str, Any]] = []
+    fitted: list[SourceFit] = []
     for source in sources[: opts.max_sources]:
         z, y, present = _source_rows(target, source, region, encoder, fill)
         u, y = _near_region((z - lo) / width, y, opts)
@@ -136,14 +137,14 @@ def source_prior(
         per_source.append((log_rho - 2.0 * np.log(width)).tolist())
         rows.append(len(y))
         fitted.append(
-            {
-                "u": np.where(np.isfinite(u), u, 0.5).tolist(),
+            SourceFit(
+                u=np.where(np.isfinite(u), u, 0.5).tolist(),
                 # to maximise, as the engine models every objective
-                "y": (-y).tolist(),
-                "log_rho": np.where(present, log_rho, -_LOG_RHO_LIMIT).tolist(),
-                "log_scale": float(hypers[-2]),
-                "log_noise": float(hypers[-1]),
-            }
+                y=(-y).tolist(),
+                log_rho=np.where(present, log_rho, -_LOG_RHO_LIMIT).tolist(),
+                log_scale=float(hypers[-2]),
+                log_noise=float(hypers[-1]),
+            )
         )
     if len(per_source) < opts.min_sources:
         return None
@@ -159,16 +160,16 @@ def source_prior(
         spread = 1.4826 * float(np.median(np.abs(col - med)))
         centre.append(med)
         sigma.append(min(opts.sigma_cap, max(opts.sigma_floor, spread)))
-    return {
-        "names": names,
-        "log_rho": centre,
-        "sigma": sigma,
-        "per_source": per_source,
-        "rows": rows,
-        "lower": lo.tolist(),
-        "width": width.tolist(),
-        "sources": fitted,
-    }
+    return SourcePrior(
+        names=names,
+        log_rho=centre,
+        sigma=sigma,
+        per_source=per_source,
+        rows=rows,
+        lower=lo.tolist(),
+        width=width.tolist(),
+        sources=tuple(fitted),
+    )
 
 
 def _source_rows(
@@ -263,9 +264,7 @@ def inner_frame(
     return InnerFrame(column, origin, scale, inner.dim)
 
 
-def inner_prior(
-    record: dict[str, Any], frame: InnerFrame
-) -> tuple[list[float], list[float]] | None:
+def inner_prior(record: SourcePrior, frame: InnerFrame) -> tuple[list[float], list[float]] | None:
     """The stored prior in the inner designer's encoded columns (NaN: no prior there).
 
     Args:
@@ -280,7 +279,7 @@ def inner_prior(
     centre = [math.nan] * frame.dim
     sigma = [math.nan] * frame.dim
     found = False
-    for name, log_rho, s in zip(record["names"], record["log_rho"], record["sigma"], strict=True):
+    for name, log_rho, s in zip(record.names, record.log_rho, record.sigma, strict=True):
         if name not in frame.column or log_rho is None or not math.isfinite(log_rho):
             continue
         # one inner unit is `scale` cube units: rho scales with the width squared

@@ -18,10 +18,9 @@ hundred stored rows, no fit.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
+from hpo_service.domain import SourcePrior
 from hpo_service.transfer.coords import FloatArray
 from hpo_service.transfer.prior import InnerFrame
 
@@ -33,29 +32,28 @@ its standardised values (to maximise) and its hyperparameters as the engine's
 ``Hyperparameters.vector`` in inner units: what ``AveragedPosteriorMean`` takes."""
 
 
-def source_gps(record: dict[str, Any], frame: InnerFrame) -> SourceGPs | None:
+def source_gps(record: SourcePrior, frame: InnerFrame) -> SourceGPs | None:
     """The stored sources' GPs in the inner designer's columns; None without any.
 
     ``frame`` is ``prior.inner_frame`` of the record's names for the narrowed space the
     inner designer is built for (shared with ``prior.inner_prior``).
     """
-    sources = record.get("sources") or []
-    names = list(record["names"])
+    names = list(record.names)
     keep = [j for j, n in enumerate(names) if n in frame.column]
-    if not sources or not keep:
+    if not record.sources or not keep:
         return None
-    lower = np.asarray(record["lower"])[keep]
-    width = np.asarray(record["width"])[keep]
+    lower = np.asarray(record.lower)[keep]
+    width = np.asarray(record.width)[keep]
     origin = np.array([frame.origin[names[j]] for j in keep])
     scale = np.array([frame.scale[names[j]] for j in keep])
     fits = []
-    for src in sources:
-        u = np.asarray(src["u"], dtype=np.float64)
-        log_rho = np.asarray(src["log_rho"], dtype=np.float64)
+    for src in record.sources:
+        u = np.asarray(src.u, dtype=np.float64)
+        log_rho = np.asarray(src.log_rho, dtype=np.float64)
         # box units -> inner units on the kept coordinates: one inner unit is
         # scale / width box units, and rho scales with the width squared
         x_inner = (lower + u[:, keep] * width - origin) / scale
         rho_inner = log_rho[keep] + 2.0 * np.log(scale / width)
-        vector = np.array([*rho_inner, src["log_scale"], src["log_noise"]], dtype=np.float64)
-        fits.append((x_inner, np.asarray(src["y"], dtype=np.float64), vector))
+        vector = np.array([*rho_inner, src.log_scale, src.log_noise], dtype=np.float64)
+        fits.append((x_inner, np.asarray(src.y, dtype=np.float64), vector))
     return [frame.column[names[j]] for j in keep], fits

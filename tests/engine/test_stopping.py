@@ -2,8 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from hpo_service.domain import Measurement, Objective, Trial, TrialState
-from hpo_service.engine.stopping import StoppingPolicy, should_stop, validate_stopping
+from hpo_service.domain import Measurement, Objective, StoppingSpec, Trial, TrialState
+from hpo_service.engine.stopping import (
+    StoppingPolicy,
+    parse_stopping,
+    should_stop,
+    stopping_policy,
+    validate_stopping,
+)
 from hpo_service.errors import InvalidInputError
 
 LOSS = Objective(metric="loss", goal="minimize")
@@ -30,6 +36,23 @@ def test_validate_defaults_and_none() -> None:
     assert sh == StoppingPolicy(
         rule="successive_halving", min_steps=1, min_trials=4, reduction_factor=4
     )
+
+
+def test_parse_keeps_the_spec_as_sent_and_the_policy_fills_the_rule_defaults() -> None:
+    sent = {"rule": "successive_halving", "reduction_factor": 4}
+    spec = parse_stopping(sent)
+    assert spec == StoppingSpec(rule="successive_halving", reduction_factor=4)
+    assert spec is not None
+    assert spec.to_json() == sent
+    assert stopping_policy(spec) == StoppingPolicy(
+        rule="successive_halving", min_steps=1, min_trials=4, reduction_factor=4
+    )
+    none = parse_stopping({"rule": "none"})
+    assert none is not None
+    assert none.to_json() == {"rule": "none"}
+    assert stopping_policy(none) is None
+    pct = stopping_policy(parse_stopping({"rule": "percentile", "percentile": 25}))
+    assert pct == StoppingPolicy(rule="percentile", percentile=25.0)
 
 
 @pytest.mark.parametrize(

@@ -318,3 +318,14 @@ def test_tables_carry_sources_and_confidence():
                 for rule in build_table(param, readout, opt).values():
                     assert rule.sources
                     assert rule.confidence in ("V", "S", "D", "U")
+
+
+def test_the_domain_vocabulary_is_the_rule_tables() -> None:
+    from typing import get_args
+
+    from hpo_service.domain.scale import OptimizerName, Parameterization, Readout
+    from hpo_service.scaling.rules import OPTIMIZERS, PARAMETERIZATIONS, READOUTS
+
+    assert get_args(Parameterization) == PARAMETERIZATIONS
+    assert get_args(Readout) == READOUTS
+    assert get_args(OptimizerName) == OPTIMIZERS

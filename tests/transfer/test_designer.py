@@ -7,7 +7,6 @@ import pytest
 
 from hpo_service.domain import Objective, SearchSpace, StudyConfig, Trial, TrialState
 from hpo_service.domain.region import Box, ellipsoid_from
-from hpo_service.engine.designer import Suggestion
 from hpo_service.engine.encoding import SpaceEncoder
 from hpo_service.engine.registry import make_designer
 from hpo_service.transfer.designer import GuardOptions, RegionDesigner, narrowed_space
@@ -54,14 +53,13 @@ SEEDS = [{"x": 3.0, "lr": 0.01, "n": 3, "b": 64, "opt": "adam"}]
 
 def designer(region, algorithm: str = "random", seed: int = 0, guard=None) -> RegionDesigner:
     config = StudyConfig(space=SPACE, objective=Objective(metric="loss"), algorithm=algorithm)
-    return RegionDesigner[Suggestion](
+    return RegionDesigner(
         config,
         seed,
         region=region,
         seeds=SEEDS,
         make_inner=make_designer,
         make_encoder=SpaceEncoder,
-        make_suggestion=Suggestion,
         guard=guard,
     )
 

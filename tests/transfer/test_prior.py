@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,10 +13,12 @@ from hpo_service.db.base import utcnow
 from hpo_service.db.database import Database
 from hpo_service.db.models import StudyRow
 from hpo_service.domain import (
+    FittedTransfer,
     Objective,
     Principal,
     Role,
     SearchSpace,
+    SourcePrior,
     StudyConfig,
     Trial,
     TrialState,
@@ -33,7 +36,7 @@ from hpo_service.engine.gp_model import (
 from hpo_service.services import studies, suggestions, transfer
 from hpo_service.services import trials as trial_service
 from hpo_service.services.transfer import _fit_hypers as fit
-from hpo_service.transfer.designer import narrowed_space
+from hpo_service.transfer.designer import RegionDesigner, narrowed_space
 from hpo_service.transfer.prior import PriorOptions, inner_frame, inner_prior, source_prior
 from hpo_service.transfer.select import SourceStudy
 from hpo_service.transfer.source_mean import source_gps
@@ -86,19 +89,19 @@ def sources(n_sources: int = 5, n: int = 40) -> list[SourceStudy]:
 def test_the_prior_is_centred_on_the_sources_lengthscales() -> None:
     record = source_prior(SPACE, sources(), BOX, SpaceEncoder, fit)
     assert record is not None
-    ls = np.exp(-0.5 * np.array(record["log_rho"]))  # cube units
+    ls = np.exp(-0.5 * np.array(record.log_rho))  # cube units
     assert ls[0] < 0.15  # a period of 0.2: short in x
     assert ls[1] > 5 * ls[0]  # slow in y
-    assert len(record["sources"]) == 5
-    assert all(0 < s <= 2.0 for s in record["sigma"])
+    assert len(record.sources) == 5
+    assert all(0 < s <= 2.0 for s in record.sigma)
 
 
 def test_large_sources_are_capped() -> None:
     opts = PriorOptions(max_rows=12, max_sources=3)
     record = source_prior(SPACE, sources(n_sources=4, n=60), BOX, SpaceEncoder, fit, opts)
     assert record is not None
-    assert record["rows"] == [12, 12, 12]
-    assert [len(s["y"]) for s in record["sources"]] == [12, 12, 12]
+    assert list(record.rows) == [12, 12, 12]
+    assert [len(s.y) for s in record.sources] == [12, 12, 12]
 
 
 def test_too_few_sources_give_no_prior() -> None:
@@ -106,9 +109,18 @@ def test_too_few_sources_give_no_prior() -> None:
 
 
 def test_the_inner_prior_follows_the_narrowed_width() -> None:
-    record = {"names": ["x", "y"], "log_rho": [2.0, -1.0], "sigma": [0.8, 0.8]}
+    record = SourcePrior(
+        names=["x", "y"],
+        log_rho=[2.0, -1.0],
+        sigma=[0.8, 0.8],
+        per_source=[],
+        rows=[],
+        lower=[0.0, 0.0],
+        width=[0.5, 1.0],
+        sources=(),
+    )
     inner = narrowed_space(SPACE, BOX, SpaceEncoder)  # x in [0, 0.5]
-    got = inner_prior(record, inner_frame(record["names"], SPACE, inner, SpaceEncoder))
+    got = inner_prior(record, inner_frame(record.names, SPACE, inner, SpaceEncoder))
     assert got is not None
     centre, sigma = got
     # a lengthscale of l cube units is 2 l units of a half-width space: rho / 4
@@ -147,7 +159,7 @@ def test_the_source_mean_is_high_where_the_sources_are_good() -> None:
     record = source_prior(SPACE, sources(), BOX, SpaceEncoder, fit)
     assert record is not None
     inner = narrowed_space(SPACE, BOX, SpaceEncoder)
-    gps = source_gps(record, inner_frame(record["names"], SPACE, inner, SpaceEncoder))
+    gps = source_gps(record, inner_frame(record.names, SPACE, inner, SpaceEncoder))
     assert gps is not None
     mean = AveragedPosteriorMean(*gps)
     enc = SpaceEncoder(inner)
@@ -235,10 +247,7 @@ def test_through_the_service_the_prior_is_stored_and_reproducible(db: Database) 
         )
         ids.append(source_id)
     first, second = _target(db, ids, 7), _target(db, ids, 7)
-    stored = [
-        studies.get_study(db, PRINCIPAL, i).config.transfer["fitted"]["prior"]
-        for i in (first, second)
-    ]
+    stored = [_fitted(studies.get_study(db, PRINCIPAL, i).config).prior for i in (first, second)]
     assert stored[0] is not None
     assert stored[0] == stored[1]
     # The queryable effective_space column keeps the summary, not the sources' rows.
@@ -251,4 +260,43 @@ def test_through_the_service_the_prior_is_stored_and_reproducible(db: Database) 
     )
     assert _drive(db, first, 7) == _drive(db, second, 7)
     off = studies.get_study(db, PRINCIPAL, _target(db, ids, 7, prior=False))
-    assert "prior" not in off.config.transfer["fitted"]
+    assert _fitted(off.config).prior is None
+    with db.read() as session:
+        assert "prior" not in session.get(StudyRow, off.id).transfer["fitted"]
+
+
+def _fitted(config: StudyConfig) -> FittedTransfer:
+    assert config.fitted_transfer is not None
+    return config.fitted_transfer
+
+
+def _inner(config: StudyConfig) -> GPDesigner:
+    """The GP that the study's region designer builds inside its region."""
+    outer = transfer.designer_for(config, 0)
+    assert isinstance(outer, RegionDesigner)
+    region = _fitted(config).region
+    assert region is not None
+    narrowed = replace(config, space=narrowed_space(config.space, region, SpaceEncoder))
+    inner = outer.make_inner(narrowed, 0)
+    assert isinstance(inner, GPDesigner)
+    return inner
+
+
+def test_the_inner_gp_is_built_with_the_sources_prior(db: Database) -> None:
+    ids = []
+    for s, src in enumerate(sources(n_sources=3, n=20)):
+        source_id = _study(db, f"src{s}", s)
+        new = [trial_service.NewTrial(params=t.params, metrics=t.result) for t in src.trials]
+        trial_service.add_trials(db, PRINCIPAL, source_id, new, now=utcnow())
+        ids.append(source_id)
+    both = _inner(studies.get_study(db, PRINCIPAL, _target(db, ids, 7)).config)
+    assert both.options.n_initial == 3  # seed_phase_length(2): the seeds are the rest
+    assert both.options.lengthscale_prior is not None
+    assert isinstance(both.options.prior_mean, AveragedPosteriorMean)
+    plain = _inner(studies.get_study(db, PRINCIPAL, _target(db, ids, 7, prior_mean=False)).config)
+    assert plain.options.lengthscale_prior == both.options.lengthscale_prior
+    assert plain.options.prior_mean is None
+    none = _inner(studies.get_study(db, PRINCIPAL, _target(db, ids, 7, prior=False)).config)
+    assert none.options.n_initial == 3
+    assert none.options.lengthscale_prior is None
+    assert none.options.prior_mean is None

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
+
 import numpy as np
 import pytest
 
-from hpo_service.domain import Objective, SearchSpace, StudyConfig, Trial, TrialState
+from hpo_service.domain import (
+    FittedTransfer,
+    Objective,
+    SearchSpace,
+    StudyConfig,
+    TransferSpec,
+    Trial,
+    TrialState,
+)
 from hpo_service.domain.region import Box
-from hpo_service.engine.designer import Suggestion
+from hpo_service.domain.transfer import TrustSpec
 from hpo_service.engine.encoding import SpaceEncoder
+from hpo_service.engine.gp import GPDesigner
 from hpo_service.engine.registry import make_designer
-from hpo_service.services.transfer import _inner_factory, designer_for
-from hpo_service.transfer.designer import RegionDesigner
+from hpo_service.services.transfer import designer_for
+from hpo_service.transfer.designer import DEFAULT_TRUST, RegionDesigner, narrowed_space
+from hpo_service.transfer.exploit import TrustOptions
 from hpo_service.transfer.fit import Winners
 from hpo_service.transfer.seeds import (
     consensus_point,
@@ -96,16 +109,15 @@ BOX = Box(names=["a", "b"], lower=[0.2, 0.2], upper=[0.6, 0.6])
 SEEDS = [{"a": 0.3, "b": 0.3}, {"a": 0.4, "b": 0.4}, {"a": 0.5, "b": 0.5}, {"a": 0.35, "b": 0.5}]
 
 
-def region_designer(seed_phase: int | None) -> RegionDesigner[Suggestion]:
+def region_designer(seed_phase: int | None) -> RegionDesigner:
     config = StudyConfig(space=SPACE, objective=Objective(metric="y"), algorithm="random")
-    return RegionDesigner[Suggestion](
+    return RegionDesigner(
         config,
         0,
         region=BOX,
         seeds=SEEDS,
         make_inner=make_designer,
         make_encoder=SpaceEncoder,
-        make_suggestion=Suggestion,
         seed_phase=seed_phase,
     )
 
@@ -155,14 +167,36 @@ def test_without_a_seed_phase_every_seed_comes_first() -> None:
     assert out[4].source == "transfer_region"
 
 
-def test_inner_gp_starts_modelling_after_the_seed_phase() -> None:
-    config = StudyConfig(space=SPACE, objective=Objective(metric="y"), algorithm="gp")
-    inner = _inner_factory(3)(config, 0)
-    assert inner.options.n_initial == 3  # type: ignore[attr-defined]
-    other = _inner_factory(3)(
-        StudyConfig(space=SPACE, objective=Objective(metric="y"), algorithm="sobol"), 0
+def fitted_config(algorithm: str, spec: TransferSpec | None = None) -> StudyConfig:
+    """A study whose stored transfer record holds BOX and SEEDS (no source prior)."""
+    fitted = FittedTransfer(
+        version=1,
+        method="box",
+        top_k=5,
+        fitted_at=datetime(2026, 1, 1, tzinfo=UTC),
+        sources=("s0",),
+        region=BOX,
+        seeds=tuple(SEEDS),
     )
-    assert type(other) is type(make_designer(StudyConfig(SPACE, Objective(metric="y"), "sobol"), 0))
+    return StudyConfig(
+        space=SPACE,
+        objective=Objective(metric="y"),
+        algorithm=algorithm,
+        transfer=spec or TransferSpec(method="box"),
+        fitted_transfer=fitted,
+    )
+
+
+def test_inner_gp_starts_modelling_after_the_seed_phase() -> None:
+    d = designer_for(fitted_config("gp"), 0)
+    assert isinstance(d, RegionDesigner)
+    narrowed = replace(d.config, space=narrowed_space(SPACE, BOX, SpaceEncoder))
+    inner = d.make_inner(narrowed, 0)
+    assert isinstance(inner, GPDesigner)
+    assert inner.options.n_initial == 3
+    # no source prior stored: the model keeps its default lengthscales and zero mean
+    assert inner.options.lengthscale_prior is None
+    assert inner.options.prior_mean is None
 
 
 def test_consensus_averages_the_agreeing_sources() -> None:
@@ -220,27 +254,23 @@ def test_anchor_counts_as_already_proposed() -> None:
 
 @pytest.mark.parametrize(("algorithm", "phase"), [("gp", 3), ("random", None), ("sobol", None)])
 def test_only_model_based_designers_cut_the_seeds_short(algorithm: str, phase: int | None) -> None:
-    fitted = {"version": 1, "region": BOX.to_json(), "seeds": SEEDS}
-    config = StudyConfig(
-        space=SPACE,
-        objective=Objective(metric="y"),
-        algorithm=algorithm,
-        transfer={"method": "box", "fitted": fitted},
-    )
-    d = designer_for(config, 0)
+    d = designer_for(fitted_config(algorithm), 0)
     assert isinstance(d, RegionDesigner)
     assert d.seed_phase == phase
 
 
 @pytest.mark.parametrize(("spec_phase", "phase"), [(None, 3), (2, 2), (6, 6)])
 def test_spec_may_set_the_seed_phase(spec_phase: int | None, phase: int) -> None:
-    fitted = {"version": 1, "region": BOX.to_json(), "seeds": SEEDS}
-    spec: dict[str, object] = {"method": "box", "fitted": fitted}
-    if spec_phase is not None:
-        spec["seed_phase"] = spec_phase
-    config = StudyConfig(
-        space=SPACE, objective=Objective(metric="y"), algorithm="gp", transfer=spec
-    )
-    d = designer_for(config, 0)
+    d = designer_for(fitted_config("gp", TransferSpec(method="box", seed_phase=spec_phase)), 0)
     assert isinstance(d, RegionDesigner)
     assert d.seed_phase == phase
+
+
+@pytest.mark.parametrize(
+    ("trust", "expected"),
+    [(True, DEFAULT_TRUST), (False, None), (TrustSpec(start=0.25), TrustOptions(start=0.25))],
+)
+def test_spec_sets_the_trust_region(trust: bool | TrustSpec, expected: TrustOptions | None) -> None:
+    d = designer_for(fitted_config("gp", TransferSpec(method="box", trust=trust)), 0)
+    assert isinstance(d, RegionDesigner)
+    assert d.trust == expected

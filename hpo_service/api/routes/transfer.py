@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from hpo_service.api.deps import ClientDep, DatabaseDep, NowDep, PrincipalDep
 from hpo_service.api.schemas.transfer import RegionPreviewRequest, RegionRead
+from hpo_service.domain import TransferSpec
 from hpo_service.services import transfer
 
 router = APIRouter(tags=["transfer"])
@@ -22,6 +23,6 @@ def preview_region(
     family: str, body: RegionPreviewRequest, db: DatabaseDep, principal: ClientDep, now: NowDep
 ) -> RegionRead:
     """The region a new study of ``family`` would get now, without creating it."""
-    spec = {"method": body.method, "top_k": body.top_k, "sources": body.sources}
+    spec = TransferSpec(method=body.method, top_k=body.top_k, sources=body.sources)
     view = transfer.preview_region(db, principal, family, space=body.space, spec=spec, now=now)
     return RegionRead.model_validate(view)

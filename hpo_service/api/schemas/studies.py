@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hpo_service.domain import Objective, OutcomeConstraint, SearchSpace, Study
 from hpo_service.services.refine import DEFAULT_ALGORITHM, DEFAULT_SPAN_OCTAVES
-from hpo_service.services.transfer import effective_space, public_transfer
+from hpo_service.services.transfer import effective_space
 
 __all__ = [
     "ExtrapolateRequest",
@@ -111,11 +111,11 @@ class StudyRead(BaseModel):
             objective=c.objective,
             objectives=list(c.objectives) or None,
             constraints=list(c.constraints) or None,
-            stopping=c.stopping,
+            stopping=c.stopping.to_json() if c.stopping is not None else None,
             space=c.space,
             algorithm=c.algorithm,
-            transfer=public_transfer(c.transfer),
-            scale=c.scale,
+            transfer=c.transfer.to_json() if c.transfer is not None else None,
+            scale=c.scale.to_json() if c.scale is not None else None,
             effective_space=effective_space(c),
             max_trials=study.max_trials,
             max_attempts=study.max_attempts,

@@ -23,13 +23,14 @@ in log space instead. This designer does that, statelessly (it is rebuilt per re
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from hpo_service.domain import StudyConfig, Trial, TrialState, objective_value
+from hpo_service.domain import Params, StudyConfig, Trial, TrialState, objective_value
 from hpo_service.engine.designer import Suggestion
 from hpo_service.engine.encoding import FloatArray, SpaceEncoder
 
@@ -85,6 +86,7 @@ class LocalSearchDesigner:
         self._x: list[FloatArray] = []
         self._y: list[float] = []
         self._pending: list[FloatArray] = []
+        self._known: set[str] = set()
         self._n_history = 0
         self.region = TrustRegion(None, math.inf, initial_radius, 0, [])
 
@@ -139,6 +141,7 @@ class LocalSearchDesigner:
                     region.restarts += 1
         self.region = region
         self._pending = [self.encoder.encode(t.params) for t in pending]
+        self._known = {_params_key(t.params) for t in (*completed, *pending)}
         self._n_history = len(completed) + len(pending)
 
     # ---- proposals -----------------------------------------------------------------------
@@ -160,15 +163,17 @@ class LocalSearchDesigner:
             )
         order = self._rank(cands, region)
         out: list[Suggestion] = []
-        chosen: list[FloatArray] = []
+        # Compared after decoding: steps on integer, ordinal or categorical coordinates
+        # can round back onto a point already tried or pending, however far in the cube.
+        taken = set(self._known)
         for i in order:
-            x = cands[i]
-            if any(np.linalg.norm(x - c) < 1e-9 for c in chosen):
+            params = self.encoder.decode(cands[i])
+            if _params_key(params) in taken:
                 continue
-            chosen.append(x)
+            taken.add(_params_key(params))
             out.append(
                 Suggestion(
-                    params=self.encoder.decode(x),
+                    params=params,
                     metadata={
                         "designer": "local",
                         "radius": round(region.radius, 5),
@@ -233,6 +238,10 @@ class LocalSearchDesigner:
             return list(range(len(cands)))
         lcb = _gp_lcb(x[near], y[near], cands, lengthscale=2 * region.radius)
         return [int(i) for i in np.argsort(lcb)]
+
+
+def _params_key(params: Params) -> str:
+    return json.dumps(params, sort_keys=True)
 
 
 def _gp_lcb(

@@ -1,7 +1,11 @@
 """The contract every designer passes: count, bounds, types, conditions, seeds, pending.
 
 Each designer is built through the registry exactly as the service builds it, fed a
-history and asked for points; the assertions are what workers and services rely on.
+history and asked for points; the assertions are what workers and services rely on. The
+suite runs over every algorithm the registry offers (a newly registered one is covered
+without editing this file) and over the transfer ``RegionDesigner`` wrapped around a
+model-based and a space-filling designer, since a study with a transfer region is served
+by the wrapper, not by the bare designer.
 """
 
 from __future__ import annotations
@@ -23,9 +27,14 @@ from hpo_service.domain import (
     Trial,
     TrialState,
 )
+from hpo_service.domain.region import Box
+from hpo_service.engine.designer import Designer
+from hpo_service.engine.encoding import SpaceEncoder
 from hpo_service.engine.registry import available_algorithms, make_designer
+from hpo_service.transfer.designer import RegionDesigner
 
-DESIGNERS = ["random", "sobol", "gp"]
+_REGION = "region:"
+DESIGNERS = [*available_algorithms(), f"{_REGION}gp", f"{_REGION}random"]
 
 MIXED = SearchSpace(
     parameters=[
@@ -41,6 +50,22 @@ MIXED = SearchSpace(
 CONTINUOUS = SearchSpace(
     parameters=[FloatParameter(name=f"x{i}", low=-2.0, high=3.0) for i in range(3)]
 )
+# Regions (in the unit cube of each space) and seeds for the wrapped designers; both
+# categories stay in the region so the condition on momentum is exercised.
+_REGIONS = {
+    id(MIXED): Box(
+        names=["lr", "layers", "batch", "momentum"],
+        lower=[0.2, 0.0, 0.25, 0.0],
+        upper=[0.8, 0.7, 1.0, 1.0],
+        categorical_subsets={"opt": ["adam", "sgd"]},
+        categorical_choices={"opt": ["adam", "sgd"]},
+    ),
+    id(CONTINUOUS): Box(names=["x0", "x1", "x2"], lower=[0.1] * 3, upper=[0.6] * 3),
+}
+_SEEDS: dict[int, list[Params]] = {
+    id(MIXED): [{"lr": 0.01, "layers": 2, "batch": 64, "opt": "sgd", "momentum": 0.5}],
+    id(CONTINUOUS): [{"x0": 0.0, "x1": 0.5, "x2": -1.0}],
+}
 
 
 def _objective(params: Params) -> float:
@@ -86,13 +111,28 @@ def _config(space: SearchSpace, algorithm: str, seed: int = 3) -> StudyConfig:
     )
 
 
+def _designer(kind: str, space: SearchSpace, seed: int, config_seed: int = 3) -> Designer:
+    """A registered designer by name, or ``region:<name>``: it inside the transfer wrapper."""
+    if not kind.startswith(_REGION):
+        return make_designer(_config(space, kind, config_seed), seed)
+    config = _config(space, kind.removeprefix(_REGION), config_seed)
+    return RegionDesigner(
+        config,
+        seed,
+        region=_REGIONS[id(space)],
+        seeds=_SEEDS[id(space)],
+        make_inner=make_designer,
+        make_encoder=SpaceEncoder,
+    )
+
+
 @pytest.fixture(scope="module")
 def mixed_history() -> list[Trial]:
     return _history(MIXED, 14)
 
 
-def test_every_designer_is_registered() -> None:
-    assert set(DESIGNERS) <= set(available_algorithms())
+def test_the_built_in_designers_are_registered() -> None:
+    assert {"random", "sobol", "gp", "local"} <= set(available_algorithms())
 
 
 @pytest.mark.parametrize("algorithm", DESIGNERS)
@@ -100,7 +140,7 @@ def test_every_designer_is_registered() -> None:
 def test_returns_count_valid_assignments(
     algorithm: str, count: int, mixed_history: list[Trial]
 ) -> None:
-    designer = make_designer(_config(MIXED, algorithm), 3)
+    designer = _designer(algorithm, MIXED, 3)
     designer.update(mixed_history, [])
     out = designer.suggest(count)
     assert len(out) == count
@@ -114,7 +154,7 @@ def test_returns_count_valid_assignments(
 
 @pytest.mark.parametrize("algorithm", DESIGNERS)
 def test_empty_history_and_zero_count(algorithm: str) -> None:
-    designer = make_designer(_config(CONTINUOUS, algorithm), 1)
+    designer = _designer(algorithm, CONTINUOUS, 1)
     designer.update([], [])
     assert designer.suggest(0) == []
     out = designer.suggest(2)
@@ -129,7 +169,7 @@ def test_same_seed_same_history_same_suggestions(
 ) -> None:
     runs = []
     for _ in range(2):
-        designer = make_designer(_config(MIXED, algorithm, seed=11), 11)
+        designer = _designer(algorithm, MIXED, 11, config_seed=11)
         designer.update(mixed_history, [])
         runs.append([s.params for s in designer.suggest(2)])
     assert runs[0] == runs[1]
@@ -137,11 +177,11 @@ def test_same_seed_same_history_same_suggestions(
 
 @pytest.mark.parametrize("algorithm", DESIGNERS)
 def test_never_reproposes_pending_or_completed(algorithm: str, mixed_history: list[Trial]) -> None:
-    first = make_designer(_config(MIXED, algorithm), 3)
+    first = _designer(algorithm, MIXED, 3)
     first.update(mixed_history, [])
     proposed = [s.params for s in first.suggest(2)]
     pending = _pending(proposed, len(mixed_history))
-    second = make_designer(_config(MIXED, algorithm), 3)
+    second = _designer(algorithm, MIXED, 3)
     second.update(mixed_history, pending)
     again = [s.params for s in second.suggest(2)]
     known = [t.params for t in mixed_history] + proposed
@@ -178,7 +218,7 @@ def test_failed_and_infeasible_trials_are_tolerated(
             result={"other": 1.0},
         ),
     ]
-    designer = make_designer(_config(MIXED, algorithm), 5)
+    designer = _designer(algorithm, MIXED, 5)
     designer.update([*mixed_history, *odd], [])
     out = designer.suggest(1)
     assert len(out) == 1

@@ -250,7 +250,10 @@ def test_response_shape_is_the_api_body():
         "params",
         "rules",
         "warnings",
+        "implied",
     }
+    # µP's readout multiplier is implied (not a trial parameter) and listed for the model.
+    assert body["implied"] == {"mult.readout": pytest.approx(1.0 / (512 / W["width"]))}
     assert set(body["multipliers"]) == {"width", "depth", "batch", "duration"}
     assert set(body["rules"][0]) == {"param", "proxy_value", "target_value", "factor", "rule"}
 

@@ -26,9 +26,10 @@ always waited for, so its suggestions are exactly those of a direct call.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from hpo_service.db.database import Database
 from hpo_service.db.ids import new_id
@@ -189,6 +190,13 @@ def request_suggestions(
         StudyNotFoundError: unknown id, or another tenant's study.
     """
     require_role(principal, Role.WORKER)
+    started = time.monotonic()
+
+    def stored_at() -> datetime:
+        # A lease runs from when its trial is handed out, not from when the request came
+        # in: a designer slower than the lease would otherwise hand out expired leases.
+        return now + timedelta(seconds=time.monotonic() - started)
+
     with db.write() as session:
         study = visible_study(session, principal, study_id, lock=True)
         repo = TrialRepository(session)
@@ -217,7 +225,12 @@ def request_suggestions(
                         wanted = min(snap.wanted, _room(repo, study))
                         if study.next_number == snap.next_number or wanted <= 0:
                             rows = _store_new(
-                                repo, study, suggestions[:wanted], worker_id, now, lease_seconds
+                                repo,
+                                study,
+                                suggestions[:wanted],
+                                worker_id,
+                                stored_at(),
+                                lease_seconds,
                             )
                             trials = [to_trial(r) for r in rows]
                             outcome = LeaseResult(result + trials, StudyState.ACTIVE)
@@ -243,7 +256,7 @@ def request_suggestions(
                     return LeaseResult(result, StudyState(study.state))
                 snap = _snapshot(repo, study, wanted)
                 suggestions = _run_designer(study_id, snap, deadline_s)
-                rows = _store_new(repo, study, suggestions, worker_id, now, lease_seconds)
+                rows = _store_new(repo, study, suggestions, worker_id, stored_at(), lease_seconds)
                 trials = [to_trial(r) for r in rows]
             kept = len(rows)
         finally:

@@ -214,3 +214,33 @@ def test_lease_bookkeeping_refuses_moves_the_table_lacks(db: Database) -> None:
     with pytest.raises(InvalidTransitionError):
         _in_write(db, queued.id, lambda row: leases.requeue_or_fail(row, 3, utcnow(), "queued"))
     assert trials.get_trial(db, ME, queued.id).state is TrialState.REQUESTED
+
+
+class _SlowDesigner:
+    """Random points, after a pause longer than the lease the test grants."""
+
+    def __init__(self, config, seed) -> None:
+        from hpo_service.engine.random_search import RandomDesigner
+
+        self.inner = RandomDesigner(config, seed)
+
+    def update(self, completed, pending) -> None:
+        self.inner.update(completed, pending)
+
+    def suggest(self, count):
+        import time
+
+        time.sleep(1.5)
+        return self.inner.suggest(count)
+
+
+def test_a_lease_runs_from_when_the_trial_is_handed_out(db: Database) -> None:
+    from hpo_service.engine import registry
+
+    registry.register("slow-test", _SlowDesigner)
+    sid = make_study(db, algorithm="slow-test")
+    t0 = utcnow()
+    trial = lease(db, sid, "w", now=t0, lease_seconds=1.0)[0]
+    # The designer took 1.5 s: a lease counted from the request would have expired.
+    assert trial.lease_expires_at is not None
+    assert trial.lease_expires_at >= t0 + timedelta(seconds=2.4)

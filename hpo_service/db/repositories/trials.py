@@ -54,7 +54,7 @@ def set_state(row: TrialRow, target: TrialState) -> None:
     row.state = trial_transition(current, target).value
 
 
-# A study's trials by number (``ix_trials_study_state`` ends in it).
+# A study's trials by number, unique within it (``uq_trials_study_number`` serves it).
 TRIALS_BY_NUMBER = Keyset("trials.number", TrialRow.number)
 # Completed trials first, best value first for the goal, then the rest by number. The
 # keyset needs one direction and no NULLs: a flag puts trials without a value last, and

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from hpo_service.cli.worker import add_trial_arguments
 from hpo_service.worker.config import WorkerConfig
 
 __all__ = ["add_ray_workers_parser", "cmd_ray_workers", "main"]
@@ -70,38 +71,13 @@ def add_ray_workers_parser(subparsers: Any) -> None:
         default="ray",
         help="first part of each actor's worker id <prefix>-<node-ip>-gpu<ids> (default ray)",
     )
-    p.add_argument("--proxy", default=None, help="run built-in proxy NAME instead of a command")
-    p.add_argument("--proxy-max-steps", type=int, default=None, help="cap on proxy steps")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per trial")
-    p.add_argument(
-        "--heartbeat-seconds",
-        type=float,
-        default=30.0,
-        help="longest heartbeat interval; shortened to a third of the granted lease (default 30)",
-    )
-    p.add_argument("--poll-min-seconds", type=float, default=0.5)
-    p.add_argument("--poll-max-seconds", type=float, default=15.0)
-    p.add_argument(
-        "--kill-grace",
-        type=float,
-        default=5.0,
-        help="seconds between SIGTERM and SIGKILL when stopping a command (default 5, so a "
-        "shutdown hands trials back within seconds)",
-    )
-    p.add_argument(
-        "--no-retry-failures",
-        dest="retry_failures",
-        action="store_false",
-        help="a failed run fails the trial instead of requeueing it",
-    )
-    p.add_argument("--echo", action="store_true", help="show the command's output")
+    add_trial_arguments(p, kill_grace=5.0)
     p.add_argument(
         "--progress",
         choices=["log", "json"],
         default="log",
         help="key=value lines (log) or JSON lines, forwarded from the actors by Ray",
     )
-    p.add_argument("--verbose", action="store_true", help="also log idle polls")
     p.add_argument(
         "command",
         nargs=argparse.REMAINDER,

@@ -22,7 +22,7 @@ from hpo_service.worker.devices import DeviceSpecError, detect_gpus, plan_slots
 from hpo_service.worker.loop import Worker, default_worker_id
 from hpo_service.worker.progress import RichSink, make_sink
 
-__all__ = ["add_worker_parser", "cmd_worker", "main"]
+__all__ = ["add_trial_arguments", "add_worker_parser", "cmd_worker", "main"]
 
 
 def add_worker_parser(subparsers: Any) -> None:
@@ -74,6 +74,38 @@ def add_worker_parser(subparsers: Any) -> None:
         default=None,
         help="GPUs per trial; must divide the number of GPUs (default 1)",
     )
+    add_trial_arguments(p, kill_grace=10.0)
+    p.add_argument(
+        "--retry-deadline",
+        type=float,
+        default=3600.0,
+        help="seconds to keep retrying while the service is unreachable",
+    )
+    p.add_argument(
+        "--finish-on-signal",
+        action="store_true",
+        help="first SIGTERM/SIGINT lets running trials finish; a second releases",
+    )
+    p.add_argument(
+        "--progress",
+        choices=["auto", "rich", "log", "json"],
+        default="auto",
+        help="live table (rich), key=value lines (log) or JSON lines; auto: rich on a terminal",
+    )
+    p.add_argument(
+        "command", nargs=argparse.REMAINDER, help="-- CMD ARGS... (placeholders like {lr.hidden})"
+    )
+    p.set_defaults(func=cmd_worker)
+
+
+def add_trial_arguments(p: argparse.ArgumentParser, *, kill_grace: float) -> None:
+    """The flags of how a worker runs its trials, shared by ``hpo worker`` and ``ray-workers``.
+
+    Args:
+        p: the subcommand's parser.
+        kill_grace: default seconds between SIGTERM and SIGKILL when stopping a command
+            (shorter where a shutdown must hand trials back within seconds).
+    """
     p.add_argument("--proxy", default=None, help="run built-in proxy NAME instead of a command")
     p.add_argument("--proxy-max-steps", type=int, default=None, help="cap on proxy steps")
     p.add_argument("--timeout", type=float, default=None, help="seconds per trial")
@@ -91,16 +123,11 @@ def add_worker_parser(subparsers: Any) -> None:
         help="longest sleep between polls when there is no work (default 15)",
     )
     p.add_argument(
-        "--retry-deadline",
-        type=float,
-        default=3600.0,
-        help="seconds to keep retrying while the service is unreachable",
-    )
-    p.add_argument(
         "--kill-grace",
         type=float,
-        default=10.0,
-        help="seconds between SIGTERM and SIGKILL when stopping a command",
+        default=kill_grace,
+        help="seconds between SIGTERM and SIGKILL when stopping a command "
+        f"(default {kill_grace:g})",
     )
     p.add_argument(
         "--no-retry-failures",
@@ -108,23 +135,8 @@ def add_worker_parser(subparsers: Any) -> None:
         action="store_false",
         help="a failed run fails the trial instead of requeueing it",
     )
-    p.add_argument(
-        "--finish-on-signal",
-        action="store_true",
-        help="first SIGTERM/SIGINT lets running trials finish; a second releases",
-    )
     p.add_argument("--echo", action="store_true", help="show the command's output")
-    p.add_argument(
-        "--progress",
-        choices=["auto", "rich", "log", "json"],
-        default="auto",
-        help="live table (rich), key=value lines (log) or JSON lines; auto: rich on a terminal",
-    )
     p.add_argument("--verbose", action="store_true", help="also log idle polls")
-    p.add_argument(
-        "command", nargs=argparse.REMAINDER, help="-- CMD ARGS... (placeholders like {lr.hidden})"
-    )
-    p.set_defaults(func=cmd_worker)
 
 
 def config_from_args(args: argparse.Namespace) -> WorkerConfig:

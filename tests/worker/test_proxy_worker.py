@@ -14,6 +14,10 @@ from hpo_service.client import HPOClient
 from hpo_service.worker.loop import Worker, WorkerConfig
 from tests.conftest import Keys
 
+# The worker's slot and heartbeat threads call the in-process app at once: reads and writes
+# from several threads need their own connections (tests/isolation.py), so data commits.
+pytestmark = pytest.mark.committed
+
 SMALL_MLP = {"width": 32, "depth": 2, "batch_size": 32, "tokens": 32 * 20}
 
 

@@ -715,6 +715,7 @@ def length_probe(size: Size, runner: Runner, steps: int, workdir: pathlib.Path) 
     out["b_minus_a"] = _boot(losses["b"] - losses["a"], np.mean)
     out["c_minus_a"] = _boot(losses["c"] - losses["a"], np.mean)
     out["final"] = {k: v.tolist() for k, v in losses.items()}
+    out["frozen"] = frozen  # the probe's own arms, ladder and extrapolations
     return out
 
 

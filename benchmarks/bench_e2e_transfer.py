@@ -16,16 +16,17 @@ Arms, all frozen before any target run:
   b  per-module values tuned at the proxy from (a) (``POST /refine``: per-role LRs with
      the in-block roles, per-role init stds; ``local``), carried by the plain rules;
   c  what the product hands out by default: ``POST /extrapolate`` on (b)'s study once
-     the family holds the ladder that ``scaling.ladder_plan`` recommends (depth rungs of
-     the global LR at the proxy's width up to the target's depth; width rungs of the
-     per-module study): fitted drifts on top of the rules, and per-role values only where
-     the ladder says they transfer;
+     the family holds the ladder that ``scaling.ladder_plan`` recommends (depth rungs at
+     the proxy's width, its own depth up to the target's: the global LR on the plan's
+     grid, two seeds a point; width rungs of the per-module study): fitted drifts on top
+     of the rules, and per-role values only where the ladder says they transfer;
   d  SP as a control: the same global search under the standard parameterisation;
   o  the oracle: (a) with the global LR swept at the target itself (search seeds only).
 Every study's best is named after re-running its top three on fresh finalist seeds (the
-winner's curse). Seeds are kept apart: search 0, finalists 101-103, oracle 201-202,
-target 1001-1005. At the target every arm trains on the same batches per seed (paired);
-validation every twentieth of the run on 256 fixed windows, final loss on 1024.
+winner's curse). Seeds are kept apart: search 0 (and 1 for the rungs), finalists
+101-103, oracle 201-202, target 1001-1005. At the target every arm trains on the same
+batches per seed (paired); validation every twentieth of the run on 256 fixed windows,
+final loss on 1024.
 
 Reports: final target loss per arm with seed-bootstrap 95% intervals; transfer regret
 (c − o) and the LR error (log2 of c's hidden LR over o's); never-worse (c − a); speed-up
@@ -85,7 +86,6 @@ class Size:
     seqs: int
     global_trials: int
     refine_trials: int
-    rung_trials: int
     width_rung_trials: int
     device: str = "cpu"
     ladder_shapes: tuple[tuple[int, int], ...] = ()
@@ -100,21 +100,21 @@ class Size:
 
 SIZES = {
     "tiny": Size(
-        "tiny", (32, 2), (256, 8), 300, 32, 8, 40, 40, 12, 20,
+        "tiny", (32, 2), (256, 8), 300, 32, 8, 40, 40, 20,
         ladder_shapes=((64, 2), (128, 2), (32, 8), (64, 4), (128, 8)),
     ),
     "default": Size(
-        "default", (64, 2), (512, 8), 300, 32, 8, 40, 40, 12, 20,
+        "default", (64, 2), (512, 8), 300, 32, 8, 40, 40, 20,
         ladder_shapes=((128, 2), (256, 2), (64, 8), (128, 4), (256, 8)),
         oracle_offsets=(-1.0, -0.5, 0.0, 0.5, 1.0),
     ),
     # Mechanics only (a minute): every stage on toy budgets; its figures mean nothing.
     "smoke": Size(
-        "smoke", (32, 2), (64, 4), 30, 32, 4, 4, 4, 3, 3,
+        "smoke", (32, 2), (64, 4), 30, 32, 4, 4, 4, 3,
         ladder_shapes=((64, 2),),
     ),
     "gpu": Size(
-        "gpu", (128, 2), (1024, 8), 2000, 128, 32, 40, 40, 12, 20, "cuda",
+        "gpu", (128, 2), (1024, 8), 2000, 128, 32, 40, 40, 20, "cuda",
         ladder_shapes=((256, 2), (512, 2), (128, 8), (256, 4), (512, 8)),
     ),
 }  # fmt: skip
@@ -276,10 +276,14 @@ def run_study(
     budget: int,
     fixed: dict[str, Any],
     label: str,
+    *,
+    seeds: Sequence[int] = (SEARCH_SEED,),
+    finalists: bool = True,
 ) -> dict[str, Any]:
     """Two workers lease, train and report until ``budget`` trials; then name a best.
 
-    Returns the best trial's params after re-running the top three on finalist seeds.
+    A trial's value is its mean loss over ``seeds``. Returns the best trial's params,
+    after re-running the top three on finalist seeds when ``finalists``.
     """
     done = 0
     while done < budget:
@@ -295,11 +299,16 @@ def run_study(
             Job(
                 tuple(sorted({**fixed, **t["params"]}.items())),
                 parameterization, shape, shape, size.steps, size.seq, size.seqs,
-                SEARCH_SEED, size.device,
+                s, size.device,
             )
             for _, t in batch
+            for s in seeds
         ]  # fmt: skip
-        for (w, t), out in zip(batch, runner.run(jobs, label), strict=True):
+        results = runner.run(jobs, label)
+        per_trial = [results[i : i + len(seeds)] for i in range(0, len(results), len(seeds))]
+        for (w, t), outs in zip(batch, per_trial, strict=True):
+            losses = [o["loss"] for o in outs]
+            out = {"loss": None if None in losses else float(np.mean(losses))}
             if out["loss"] is None:
                 svc.call(
                     "POST",
@@ -316,6 +325,9 @@ def run_study(
         "GET", f"/v1/studies/{study_id}/trials?state=completed&order_by=value&page_size=1000"
     )
     top = sorted(trials["items"], key=lambda t: t["result"]["metrics"]["val_loss"])[:3]
+    if not finalists:
+        loss = float(top[0]["result"]["metrics"]["val_loss"])
+        return {"trial_id": top[0]["id"], "params": top[0]["params"], "finalist_loss": loss}
     finals = []
     for t in top:
         jobs = [
@@ -385,18 +397,22 @@ def search(size: Size, runner: Runner, workdir: pathlib.Path) -> dict[str, Any]:
         "width": [s.width for s in plan.width],
     }
     a_best = out["a"]["params"]
-    for rung in plan.depth[1:]:
+    for rung in plan.depth:
         wd = (size.proxy[0], int(rung.depth or 0))
-        print(f"depth rung {wd}: global LR around (a)'s, others fixed", flush=True)
+        print(f"depth rung {wd}: LR grid around (a)'s, others fixed", flush=True)
         lr = float(a_best["lr"])
-        space = {"parameters": [_log("lr", lr * 2.0**-2, lr * 2.0**2)]}
+        grid = [lr * 2.0**o for o in plan.lr_offsets]
+        space = {"parameters": [_log("lr", min(grid), max(grid))]}
         rid_ = create_study(
             svc, base, f"lr-rung-d{wd[1]}", family, space, "gp", _scale("completep", size, wd)
         )
+        for value in grid:
+            svc.call("POST", f"/v1/studies/{rid_}/trials", {"params": {"lr": value}})
         fixed = _mapped({k: v for k, v in a_best.items() if k != "lr"}, size, size.proxy, wd)
         run_study(
-            svc, runner, size, rid_, wd, "completep", size.rung_trials, fixed, f"rung d{wd[1]}"
-        )
+            svc, runner, size, rid_, wd, "completep", len(grid), fixed, f"rung d{wd[1]}",
+            seeds=tuple(SEARCH_SEED + i for i in range(plan.replicates)), finalists=False,
+        )  # fmt: skip
     for rung in plan.width:
         wd = (int(rung.width or 0), size.proxy[1])
         print(f"width rung {wd}: the per-module space around (b)'s best, mapped", flush=True)
@@ -807,6 +823,9 @@ def main() -> None:
     parser.add_argument("--lengths", default="", help="length probe, e.g. 1200,2400 (tiny)")
     parser.add_argument("--verify", default="", help="comma-separated seeds: re-train a, c, o")
     parser.add_argument("--research", action="store_true", help="search again even if frozen")
+    parser.add_argument(
+        "--search-only", action="store_true", help="freeze the arms, print them and stop"
+    )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     runner = Runner(args.procs)
@@ -827,6 +846,9 @@ def main() -> None:
             print(
                 f"arms frozen after {frozen['search_seconds'] / 60:.1f} min of search", flush=True
             )
+        if args.search_only:
+            print(json.dumps({"arms": frozen["arms"], "ladder": frozen["ladder"]}, indent=1))
+            return
         ev = evaluate(size, runner, frozen, TARGET_SEEDS)
         r = summarise(size, runner, frozen, ev)
         r["shape_ladder"] = shape_ladder(size, runner, frozen)

@@ -425,10 +425,13 @@ def _diagnose(
     data = []
     for r in rungs:
         logs, vals, others = _columns(r, name)
-        if len(vals) < _MIN_TRIALS:
+        # A study that pins the value (a per-module study's kept global) measured nothing
+        # about where its optimum lies: it only repeats the value it was handed.
+        if len(vals) < _MIN_TRIALS or len(np.unique(np.round(logs, 9))) < 2:
             continue
         shift = _rule_log_factor(name, r.config.base_shape, ref, r.config)
         data.append((r, logs, vals, shift, others))
+    data = _cleanest_per_shape(data)
     axes = [axis] if axis is not None else _varying_axes([d[0] for d in data])
     if not axes or len(data) < len(axes) + 1:
         return _insufficient(
@@ -483,6 +486,21 @@ def _diagnose(
         trend = _trend(name, drift, float(ys[0]), ref, rungs[0], target)
         drift = drift.model_copy(update={"trend": trend})
     return drift
+
+
+def _cleanest_per_shape(data: list[Any]) -> list[Any]:
+    """Per proxy shape, the studies that vary the fewest other parameters with ``name``.
+
+    A one-parameter sweep (a depth rung of the LR) measures its optimum directly; a global
+    search moving five values at once measures it through a fit of the others' effects,
+    which at small budgets lands up to an octave away from its own best trial. Where both
+    exist at one shape, mixing them would let the noisier estimate pull the slope.
+    """
+    fewest: dict[tuple[int, ...], int] = {}
+    for d in data:
+        key = _size(d[0].config.proxy)
+        fewest[key] = min(fewest.get(key, d[4].shape[1]), d[4].shape[1])
+    return [d for d in data if d[4].shape[1] == fewest[_size(d[0].config.proxy)]]
 
 
 def _note(verdict: Verdict, exponents: Mapping[str, float]) -> str:

@@ -9,6 +9,14 @@ Two findings shape the plan (benchmarks/README.md, "Does it pay off?"):
   8× narrower than the target costs a few per cent of a target run even at its full
   depth), so the plan doubles the depth from the proxy's up to the target's: the drift is
   then interpolated, never extrapolated.
+- Measurement: a depth rung is a one-dimensional sweep of the global LR on a fixed grid
+  around the proxy's best (others pinned), each point trained on two seeds, and the
+  proxy's own depth is swept the same way. A rung searched by a GP on one seed puts a
+  dozen trials where the model believes the optimum is; over the flat bottom of an LR
+  curve (0.003 nats across an octave at width 64, depth 8) seed noise then moves the
+  estimate by most of an octave, and the drift fitted through three such rungs came out
+  1.8 octaves where a two-seed sweep says 0.4. Measuring the proxy's depth the same way
+  as the others lets their biases cancel in the slope.
 - Width: per-module values (the embedding LR above all) settle only from a width of a
   few hundred. Two width rungs (2× and 4× the proxy, at the proxy's depth) are enough to
   tell a value that settles from one that drifts, which is all the verdicts need.
@@ -20,7 +28,9 @@ from dataclasses import dataclass
 
 from hpo_service.domain.shape import ModelShape
 
-__all__ = ["LadderPlan", "ladder_plan"]
+__all__ = ["LR_OFFSETS", "LadderPlan", "ladder_plan"]
+
+LR_OFFSETS = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -32,10 +42,16 @@ class LadderPlan:
             own depth first); the global values are tuned again there, few trials each.
         width: rungs at the proxy's depth, 2× and 4× its width (below the target's);
             the per-module values are searched there to get their transfer verdicts.
+        lr_offsets: the depth rungs' LR grid, in octaves from the proxy's best LR. It
+            reaches further down than up: above the optimum the loss rises steeply
+            towards divergence, so points there say little and risk failed runs.
+        replicates: seeds per grid point (the rung's value is their mean).
     """
 
     depth: tuple[ModelShape, ...]
     width: tuple[ModelShape, ...]
+    lr_offsets: tuple[float, ...] = LR_OFFSETS
+    replicates: int = 2
 
 
 def ladder_plan(proxy: ModelShape, target: ModelShape, *, width_rungs: int = 2) -> LadderPlan:

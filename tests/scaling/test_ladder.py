@@ -76,3 +76,46 @@ def test_maximize_goal_and_json():
     lr = next(p for p in body["parameters"] if p["param"] == "lr.hidden")
     assert lr["verdict"] == "transfers"
     assert set(body) == {"axis", "reference", "studies", "parameters", "warnings"}
+
+
+def _lr_points(report):
+    return next(p for p in report.parameters if p.param == "lr.hidden")
+
+
+def test_a_study_that_pins_the_value_does_not_count():
+    """A per-module study keeps the global LR pinned: it says nothing about its optimum."""
+    studies = _family(0.0, base_is_proxy=True)
+    rng = np.random.default_rng(3)
+    pinned = [
+        LadderTrial({"lr.hidden": 1.0, "wd": w}, (math.log10(w) + 2) ** 2 + rng.normal(0, 0.05))
+        for w in 10.0 ** rng.uniform(-4, 0, 12)
+    ]
+    studies.append(
+        LadderStudy("pinned", {"parameterization": "mup", "proxy": {"width": 1024}}, pinned)
+    )
+    lr = _lr_points(ladder_diagnostics(studies, n_boot=100))
+    assert "pinned" not in {p.study_id for p in lr.points}
+    assert lr.verdict == "transfers", lr
+
+
+def test_a_one_parameter_sweep_outweighs_a_search_at_the_same_shape():
+    """Where a shape has a clean LR sweep, a study moving other values too is set aside."""
+    studies = _family(-0.5, base_is_proxy=True, n=14)
+    rng = np.random.default_rng(4)
+    # A global search at the smallest shape whose LR estimate is off by two octaves, as a
+    # fit through five co-varying values can be at a small budget.
+    search = [
+        LadderTrial(
+            {"lr.hidden": lr, "wd": wd},
+            math.log2(lr / 4e-2) ** 2 + math.log10(wd / 1e-2) ** 2 + rng.normal(0, 0.05),
+        )
+        for lr, wd in zip(
+            1e-2 * 2.0 ** rng.uniform(-3, 3, 40), 10.0 ** rng.uniform(-4, 0, 40), strict=True
+        )
+    ]
+    studies.append(
+        LadderStudy("search", {"parameterization": "mup", "proxy": {"width": 64}}, search)
+    )
+    lr = _lr_points(ladder_diagnostics(studies, n_boot=100))
+    assert "search" not in {p.study_id for p in lr.points}
+    assert lr.drift_exponent == pytest.approx(-0.5, abs=0.15)

@@ -177,6 +177,10 @@ def test_ladder_plan_doubles_depth_to_the_target_and_adds_two_widths() -> None:
     assert {s.width for s in plan.depth} == {64}
     assert [s.width for s in plan.width] == [128, 256]
     assert {s.depth for s in plan.width} == {2}
+    # Every depth rung is an LR grid around the proxy's best, the proxy's depth included.
+    assert 0.0 in plan.lr_offsets
+    assert min(plan.lr_offsets) <= -1.5
+    assert plan.replicates >= 2
     odd = ladder_plan(ModelShape(width=64, depth=3), ModelShape(width=128, depth=10))
     assert [s.depth for s in odd.depth] == [3, 6, 10]
     assert [s.width for s in odd.width] == []

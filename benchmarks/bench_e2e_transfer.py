@@ -362,8 +362,6 @@ def create_study(
 
 def search(size: Size, runner: Runner, workdir: pathlib.Path) -> dict[str, Any]:
     """All proxy-side work: the global, SP, per-module and ladder studies; frozen arms."""
-    from hpo_service.domain.shape import ModelShape
-    from hpo_service.scaling.ladder_plan import ladder_plan
 
     svc = Service(workdir / "bench.db")
     family = f"{FAMILY}-{size.name}"
@@ -389,14 +387,60 @@ def search(size: Size, runner: Runner, workdir: pathlib.Path) -> dict[str, Any]:
         svc, runner, size, rid, size.proxy, "completep", size.refine_trials, {}, "b"
     )
     out["refine_space"] = child["space"]
-    # The ladder the product recommends for this target.
+    out |= ladder_stage(svc, runner, size, family, base, out, child["space"])
+    ex = {
+        arm: svc.call(
+            "POST",
+            f"/v1/studies/{sid_}/extrapolate",
+            {"target": _target_axes(size), "use_ladder": False, "trial_id": out[arm]["trial_id"]},
+        )
+        for arm, sid_ in (("a", gid), ("b", rid), ("d", sid))
+    }
+    ex["c"] = _product(svc, size, rid, out["b"]["trial_id"])
+    out["extrapolations"] = ex
+    out["arms"] = {
+        arm: to_base(ex[arm], size, "sp" if arm == "d" else "completep") for arm in "abcd"
+    }
+    out["search_seconds"] = time.time() - t0
+    return out
+
+
+def _target_axes(size: Size) -> dict[str, int]:
+    return {"width": size.target[0], "depth": size.target[1]}
+
+
+def _product(svc: Service, size: Size, study_id: str, trial_id: str) -> dict[str, Any]:
+    """(c): what ``POST /extrapolate`` hands out by default for the per-module study."""
+    return dict(
+        svc.call(
+            "POST",
+            f"/v1/studies/{study_id}/extrapolate",
+            {"target": _target_axes(size), "trial_id": trial_id},
+        )
+    )
+
+
+def ladder_stage(
+    svc: Service,
+    runner: Runner,
+    size: Size,
+    family: str,
+    base: dict[str, Any],
+    found: dict[str, Any],
+    refine_space: dict[str, Any],
+) -> dict[str, Any]:
+    """The rungs ``scaling.ladder_plan`` recommends, run into the family; its ladder.
+
+    Depth rungs: the global LR on the plan's grid around (a)'s, others at (a)'s values,
+    each point the mean of the plan's replicate seeds. Width rungs: ``local`` over the
+    per-module space around (b)'s best, mapped by the rules.
+    """
+    from hpo_service.domain.shape import ModelShape
+    from hpo_service.scaling.ladder_plan import ladder_plan
+
     shape = lambda wd: ModelShape(width=wd[0], depth=wd[1])  # noqa: E731
     plan = ladder_plan(shape(size.proxy), shape(size.target))
-    out["ladder_plan"] = {
-        "depth": [s.depth for s in plan.depth],
-        "width": [s.width for s in plan.width],
-    }
-    a_best = out["a"]["params"]
+    a_best = found["a"]["params"]
     for rung in plan.depth:
         wd = (size.proxy[0], int(rung.depth or 0))
         print(f"depth rung {wd}: LR grid around (a)'s, others fixed", flush=True)
@@ -416,10 +460,10 @@ def search(size: Size, runner: Runner, workdir: pathlib.Path) -> dict[str, Any]:
     for rung in plan.width:
         wd = (int(rung.width or 0), size.proxy[1])
         print(f"width rung {wd}: the per-module space around (b)'s best, mapped", flush=True)
-        mapped_b = _mapped(out["b"]["params"], size, size.proxy, wd)
+        mapped_b = _mapped(found["b"]["params"], size, size.proxy, wd)
         names = [
             p["name"]
-            for p in child["space"]["parameters"]
+            for p in refine_space["parameters"]
             if p.get("scale") == "log" and p.get("type") == "float" and p["name"] in mapped_b
         ]
         space = {
@@ -442,26 +486,48 @@ def search(size: Size, runner: Runner, workdir: pathlib.Path) -> dict[str, Any]:
         run_study(
             svc, runner, size, wid, wd, "completep", size.width_rung_trials, fixed, f"rung w{wd[0]}"
         )
-    target = {"width": size.target[0], "depth": size.target[1]}
-    out["ladder"] = svc.call("GET", f"/v1/families/{family}/ladder")
-    ex = {
-        arm: svc.call(
-            "POST",
-            f"/v1/studies/{sid_}/extrapolate",
-            {"target": target, "use_ladder": False, "trial_id": out[arm]["trial_id"]},
-        )
-        for arm, sid_ in (("a", gid), ("b", rid), ("d", sid))
+    return {
+        "ladder_plan": {
+            "depth": [s.depth for s in plan.depth],
+            "width": [s.width for s in plan.width],
+            "lr_offsets": list(plan.lr_offsets),
+            "replicates": plan.replicates,
+        },
+        "ladder": svc.call("GET", f"/v1/families/{family}/ladder"),
     }
-    ex["c"] = svc.call(
-        "POST",
-        f"/v1/studies/{rid}/extrapolate",
-        {"target": target, "trial_id": out["b"]["trial_id"]},
-    )
+
+
+def refresh_ladder(
+    size: Size, runner: Runner, workdir: pathlib.Path, old: dict[str, Any]
+) -> dict[str, Any]:
+    """Re-measure the ladder and re-derive (c), keeping the frozen (a), (b) and (d).
+
+    For a size whose target runs were already spent on (a) and the oracle: a fresh family
+    holds (a)'s and (b)'s frozen bests as completed trials (the per-module study over the
+    space ``POST /refine`` made in the search; its pinned globals are the ones per-role
+    values fall back to), then the plan's rungs; (c) is ``POST /extrapolate`` on the
+    per-module study. The global and per-module studies hold too few trials to count on
+    the ladder here, so the per-role verdicts come from the width rungs alone.
+    """
+    svc = Service(workdir / "bench.db")
+    family = f"{FAMILY}-{size.name}"
+    base = {"objective": {"metric": "val_loss", "goal": "minimize"}, "seed": 0}
+    t0 = time.time()
+    scale = _scale("completep", size, size.proxy)
+    gid = create_study(svc, base, "global", family, global_space(size), "gp", scale)
+    rid = create_study(svc, base, "per-module", family, old["refine_space"], "local", scale)
+    trial_ids = {}
+    for arm, study in (("a", gid), ("b", rid)):
+        body = {"params": old[arm]["params"],
+                "result": {"metrics": {"val_loss": old[arm]["finalist_loss"]}}}  # fmt: skip
+        trial_ids[arm] = svc.call("POST", f"/v1/studies/{study}/trials", body)["id"]
+    out = {k: v for k, v in old.items() if k not in ("ladder", "ladder_plan")}
+    out |= ladder_stage(svc, runner, size, family, base, old, old["refine_space"])
+    ex = dict(old["extrapolations"])
+    ex["c"] = _product(svc, size, rid, trial_ids["b"])
     out["extrapolations"] = ex
-    out["arms"] = {
-        arm: to_base(ex[arm], size, "sp" if arm == "d" else "completep") for arm in "abcd"
-    }
-    out["search_seconds"] = time.time() - t0
+    out["arms"] = {**old["arms"], "c": to_base(ex["c"], size, "completep")}
+    out["ladder_seconds"] = time.time() - t0
     return out
 
 
@@ -816,6 +882,14 @@ def plot(data: dict[str, Any], path: pathlib.Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _save(key: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Write one size's entry, re-reading the file so that runs of other sizes survive."""
+    data = json.loads(OUT.read_text()) if OUT.exists() else {}
+    data[key] = entry
+    OUT.write_text(json.dumps(data, indent=1, default=float))
+    return dict(data)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="default")
@@ -825,6 +899,11 @@ def main() -> None:
     parser.add_argument("--research", action="store_true", help="search again even if frozen")
     parser.add_argument(
         "--search-only", action="store_true", help="freeze the arms, print them and stop"
+    )
+    parser.add_argument(
+        "--refresh-ladder",
+        action="store_true",
+        help="re-measure the ladder and re-derive (c) from the frozen (a) and (b)",
     )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
@@ -838,11 +917,15 @@ def main() -> None:
     entry = data.get(key, {})
     with tempfile.TemporaryDirectory() as tmp:
         frozen = entry.get("frozen")
+        if frozen is not None and args.refresh_ladder and not args.research:
+            frozen = refresh_ladder(size, runner, pathlib.Path(tmp), frozen)
+            entry["frozen"] = frozen
+            data = _save(key, entry)
+            print(f"(c) re-derived after {frozen['ladder_seconds'] / 60:.1f} min", flush=True)
         if frozen is None or args.research:
             frozen = search(size, runner, pathlib.Path(tmp))
             entry = {"frozen": frozen}
-            data[key] = entry
-            OUT.write_text(json.dumps(data, indent=1, default=float))
+            data = _save(key, entry)
             print(
                 f"arms frozen after {frozen['search_seconds'] / 60:.1f} min of search", flush=True
             )
@@ -864,8 +947,7 @@ def main() -> None:
     entry["frozen"] = frozen
     entry["shapes"] = {"proxy": size.proxy, "target": size.target, "steps": size.steps,
                        "tokens_per_step": size.tokens_per_step}  # fmt: skip
-    data[key] = entry
-    OUT.write_text(json.dumps(data, indent=1, default=float))
+    data = _save(key, entry)
     table(key, entry)
     plot(data, RESULTS / "e2e_transfer.png")
     print(f"wrote {OUT} and {RESULTS / 'e2e_transfer.png'}")

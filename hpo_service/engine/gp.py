@@ -33,6 +33,12 @@ One request, start to finish:
    teach the model nothing, so without this a configuration that keeps crashing (e.g. a
    diverging learning rate reported as ``fail``) is proposed again and again, each time
    a hair away from the last.
+7. **Restarts.** With one objective, the history is replayed to find basins the search
+   has converged in (``basins.py``: no material improvement for about as many
+   evaluations as the initial design, mostly near the incumbent): the acquisition
+   function is pushed out of them (a ball, and the ellipsoid the model's lengthscales
+   draw around the basin), so the model looks for a better basin instead of polishing
+   the one it has (TuRBO's restarts, without forgetting the history).
 
 Randomness (Sobol scrambling, MC base samples, starts) is seeded from the study seed and
 the history size, so the same seed and history give the same suggestions.
@@ -74,6 +80,13 @@ from hpo_service.domain import (
     objective_value,
 )
 from hpo_service.engine.acqf_optim import AcqfOptions, MixedGeometry, maximize_acqf
+from hpo_service.engine.basins import (
+    Basin,
+    BasinOptions,
+    find_basins,
+    inside_basins,
+    outside_basins,
+)
 from hpo_service.engine.designer import DesignerPrior, Suggestion
 from hpo_service.engine.device import DTYPE, device, single_threaded, to_tensor
 from hpo_service.engine.encoding import FloatArray, SpaceEncoder
@@ -120,6 +133,9 @@ class GPOptions:
         prior_mean: a prior mean learned from earlier studies (the sources' GPs of
             ``transfer/source_mean.py`` as ``gp_model.AveragedPosteriorMean``; ``x ->
             mean`` on the standardised scale); None: zero.
+        basins: when the search leaves a converged basin (one objective only); None: never.
+            Without it, ``gp`` polished Hartmann-6's second-best basin to the end in 16
+            of 46 runs (issue #18; ``benchmarks/bench_engine_suite.py``).
     """
 
     n_initial: int | None = None
@@ -132,6 +148,7 @@ class GPOptions:
     mc_raw_samples: int = 256
     lengthscale_prior: LengthscalePrior | None = None
     prior_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
+    basins: BasinOptions | None = field(default_factory=BasinOptions)
 
     @classmethod
     def informed(cls, prior: DesignerPrior) -> GPOptions:
@@ -158,11 +175,13 @@ class _Data:
         y: ``n x (m + c)`` outputs: ``m`` objectives (to maximise) then ``c`` constrained
             metrics (raw).
         feasible: length-``n`` mask of rows meeting every constraint.
+        number: length-``n`` trial numbers (the order the rows were observed in).
     """
 
     x: FloatArray
     y: FloatArray
     feasible: npt.NDArray[np.bool_]
+    number: npt.NDArray[np.int64]
 
 
 class GPDesigner:
@@ -198,12 +217,13 @@ class GPDesigner:
         n_initial = self.options.n_initial or initial_design_size(len(self.config.space.names))
         if len(data.y) < 2 or self._n_history < n_initial:
             return self._initial(count)
+        basins = self._basins(data, n_initial)
         with single_threaded(), warnings.catch_warnings():
             # A nearly noise-free GP has posterior covariances at observed points of the
             # order of the noise floor; linear_operator then adds a little jitter and
             # warns. That is expected here and not actionable by a user.
             warnings.simplefilter("ignore", NumericalWarning)
-            return self._model_based(count, data)
+            return self._model_based(count, data, basins)
 
     # -- steps -------------------------------------------------------------------------
 
@@ -215,6 +235,14 @@ class GPDesigner:
             for s in sobol.suggest(count)
         ]
 
+    def _basins(self, data: _Data, n_initial: int) -> list[Basin]:
+        """Converged basins of the single objective (``basins.py``); none with several."""
+        if self.options.basins is None or len(self.objectives) != 1:
+            return []
+        order = np.argsort(data.number, kind="stable")
+        y = np.where(data.feasible, data.y[:, 0], np.nan)[order]
+        return find_basins(data.x[order], y, start=n_initial, options=self.options.basins)
+
     def _request_seed(self) -> int:
         if self.seed is None:
             return int(np.random.default_rng().integers(2**31))
@@ -223,6 +251,7 @@ class GPDesigner:
 
     def _training_data(self) -> _Data:
         rows: list[tuple[Params, list[float | None], bool]] = []
+        numbers: list[int] = []
         for t in self._completed:
             if t.state == TrialState.COMPLETED:
                 values = [objective_value(o, t.result) for o in self.objectives]
@@ -234,11 +263,17 @@ class GPDesigner:
                 rows.append(
                     (t.params, [None] * (len(self.objectives) + len(self.constraints)), True)
                 )
+            else:
+                continue
+            numbers.append(t.number)
         m = len(self.objectives)
         dim = self.encoder.dim
         if not any(not infeasible for _, _, infeasible in rows):
             return _Data(
-                np.zeros((0, dim)), np.zeros((0, m + len(self.constraints))), np.zeros(0, bool)
+                np.zeros((0, dim)),
+                np.zeros((0, m + len(self.constraints))),
+                np.zeros(0, bool),
+                np.zeros(0, np.int64),
             )
         raw = np.array(
             [[np.nan if v is None else v for v in values] for _, values, _ in rows],
@@ -264,7 +299,7 @@ class GPDesigner:
         for j, c in enumerate(self.constraints):
             feasible &= np.array([c.satisfied(float(v)) for v in raw[:, m + j]], dtype=bool)
         feasible &= np.array([not inf for _, _, inf in rows], dtype=bool)
-        return _Data(x, raw, feasible)
+        return _Data(x, raw, feasible, np.asarray(numbers, dtype=np.int64))
 
     def _scores(self, data: _Data) -> FloatArray:
         """Lower is better, one per row, for choosing the training set and anchors."""
@@ -275,7 +310,7 @@ class GPDesigner:
         # Infeasible rows rank after every feasible one.
         return np.asarray(score + np.where(data.feasible, 0.0, len(score)), dtype=np.float64)
 
-    def _model_based(self, count: int, data: _Data) -> list[Suggestion]:
+    def _model_based(self, count: int, data: _Data, basins: list[Basin]) -> list[Suggestion]:
         seed = self._request_seed()
         rng = np.random.default_rng(seed)
         scores = self._scores(data)
@@ -298,8 +333,13 @@ class GPDesigner:
             acqf, name = self._acquisition(
                 model, x, data, keep, pending_x, seed, count, scores[keep]
             )
-        top = np.argsort(scores, kind="stable")[:5]
         lengthscales = hypers[0].lengthscales
+        reach = self.options.basins.reach if self.options.basins else 0.0
+        acqf = outside_basins(acqf, basins, lengthscales, reach)
+        # Perturbations of the best rows start the search; inside a basin they would
+        # all be penalised, so the best rows outside every basin stand in.
+        away = np.where(inside_basins(data.x, basins), np.inf, scores) if basins else scores
+        top = np.argsort(away, kind="stable")[:5]
         found = maximize_acqf(
             acqf,
             self.geometry,
@@ -312,6 +352,8 @@ class GPDesigner:
         )
         chosen = self._distinct(found.batches[0], found.ranked, data.x, pending_x, self._failed_x())
         meta: dict[str, Any] = {"designer": "gp", "acquisition": name, "n_train": len(keep)}
+        if basins:
+            meta["basins_set_aside"] = len(basins)
         return [Suggestion(self.encoder.decode(row), metadata=dict(meta)) for row in chosen]
 
     def _acqf_options(self, n_pending: int) -> AcqfOptions:

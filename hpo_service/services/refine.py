@@ -81,9 +81,12 @@ __all__ = [
     "ChildPlan",
     "Refinement",
     "default_roles",
+    "parent_best",
+    "pin",
     "plan_child",
     "refinable_names",
     "refine_study",
+    "require_scale",
 ]
 
 DEFAULT_ALGORITHM = "local"
@@ -230,7 +233,8 @@ def _derived(p: AnyParameter, name: str, best: ParamValue, span: float) -> AnyPa
     return p.model_copy(update={"name": name})
 
 
-def _pinned(p: AnyParameter, best: ParamValue) -> AnyParameter:
+def pin(p: AnyParameter, best: ParamValue) -> AnyParameter:
+    """``p`` fixed at ``best``: a one-value ordinal, the service's notion of a constant."""
     if isinstance(best, str):  # a categorical cannot become a one-value numeric grid
         return p
     return OrdinalParameter(name=p.name, values=[best], conditions=p.conditions)
@@ -271,7 +275,7 @@ def plan_child(
             seed[name] = value
         derived[p.name] = names
         if keep_global:
-            params.append(_pinned(p, value))
+            params.append(pin(p, value))
             seed[p.name] = value
     if not derived:
         raise InvalidInputError.at(
@@ -291,23 +295,26 @@ def plan_child(
     return ChildPlan(child, child.validate_params(seed, loc=("trial", "params")), derived)
 
 
-def _parent_best(session: Session, row: StudyRow, config: StudyConfig) -> Trial:
+def parent_best(session: Session, row: StudyRow, config: StudyConfig) -> Trial:
+    """The study's best completed feasible trial, which a derived study starts from."""
     rows = TrialRepository(session).completed_by_value(row.id, config.objective.goal)
     best = best_trial([to_trial(r) for r in rows], config.objective, config.constraints)
     if best is None or best.state is not TrialState.COMPLETED:
         raise NoCompletedTrialError(
-            f"study {row.id!r} has no completed feasible trial yet: refine starts from its best"
+            f"study {row.id!r} has no completed feasible trial yet: a derived study starts "
+            "from its best"
         )
     return best
 
 
-def _require_scale(row: StudyRow) -> ScaleConfig:
+def require_scale(row: StudyRow) -> ScaleConfig:
+    """The study's ``scale``: per-module names and shapes mean nothing without one."""
     scale = validate_scale(row.scale)
     if scale is None:
         raise InvalidInputError.at(
             ("path", "study_id"),
             f"study {row.id!r} has no 'scale' configuration: per-module names are resolved "
-            "by a parameterisation, so refine needs a study created with 'scale'",
+            "by a parameterisation, so this needs a study created with 'scale'",
         )
     return scale
 
@@ -365,14 +372,14 @@ def refine_study(
     with db.write() as session:
         parent = visible_study(session, principal, study_id)
         config = study_config(parent)
-        scale = _require_scale(parent)
+        scale = require_scale(parent)
         if not refinable_names(config.space):
             raise InvalidInputError.at(
                 ("path", "study_id"),
                 f"study {parent.id!r} has no global role-dependent name (lr, wd, eps, init_std, "
                 "init_var) to split per module",
             )
-        best = _parent_best(session, parent, config)
+        best = parent_best(session, parent, config)
         roles = (
             _check_roles(request.roles, config.space, best.params)
             if request.roles is not None

@@ -19,13 +19,15 @@ from hpo_service.api.schemas.studies import (
     ExtrapolateRequest,
     ExtrapolationRead,
     RefineRequest,
+    RungsRead,
+    RungsRequest,
     StudyCreate,
     StudyRead,
     StudyUpdate,
 )
 from hpo_service.api.schemas.trials import BestRead, TrialRead
 from hpo_service.domain import StudyState
-from hpo_service.services import refine, scaling, studies
+from hpo_service.services import ladder_rungs, refine, scaling, studies
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
 
@@ -156,3 +158,23 @@ def refine_study(
         keep_global=b.keep_global,
     )
     return StudyRead.of(refine.refine_study(db, principal, study_id, request, now=now))
+
+
+@router.post("/{study_id}/rungs", status_code=status.HTTP_201_CREATED, response_model=RungsRead)
+def create_rungs(
+    study_id: str, body: RungsRequest, db: DatabaseDep, principal: ClientDep, now: NowDep
+) -> RungsRead:
+    """Create the depth rungs the family ladder needs to carry this study to ``target``.
+
+    One study per depth of the plan (the proxy's own, then doubling up to the target's),
+    at the proxy's width: ``param`` on a grid of octaves around the best, every other
+    value pinned, each point queued ``replicates`` times, no engine trials. Once workers
+    finish them, ``extrapolate`` on the family's studies applies the fitted drift. 409
+    ``no-completed-trial`` before any trial completes; 422 without a family or ``scale``,
+    or when the target is no deeper than the proxy.
+    """
+    request = ladder_rungs.RungRequest(
+        target=body.target, param=body.param, offsets=body.offsets, replicates=body.replicates
+    )
+    created = ladder_rungs.create_depth_rungs(db, principal, study_id, request, now=now)
+    return RungsRead(studies=[StudyRead.of(s) for s in created])

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hpo_service.domain import Objective, OutcomeConstraint, SearchSpace, Study
+from hpo_service.scaling.ladder_plan import LR_OFFSETS
 from hpo_service.services.refine import DEFAULT_ALGORITHM, DEFAULT_SPAN_OCTAVES
 from hpo_service.services.transfer import effective_space
 
@@ -16,6 +17,8 @@ __all__ = [
     "ExtrapolationRead",
     "RefineRequest",
     "RuleRead",
+    "RungsRead",
+    "RungsRequest",
     "StudyCreate",
     "StudyRead",
     "StudyUpdate",
@@ -161,6 +164,33 @@ class RefineRequest(BaseModel):
         description="Keep each derived bare name, pinned at the parent's best (a one-value "
         "ordinal), for the roles the child does not name.",
     )
+
+
+class RungsRequest(BaseModel):
+    """``POST /v1/studies/{id}/rungs``: depth rungs of one parameter for the family ladder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: dict[str, Any] = Field(
+        description="The target's axes; its depth must exceed the proxy's (e.g. "
+        '`{"width": 512, "depth": 8}`).'
+    )
+    param: str = Field(
+        "lr", min_length=1, max_length=100, description="The log-scaled float to sweep."
+    )
+    offsets: list[float] = Field(
+        default_factory=lambda: list(LR_OFFSETS),
+        min_length=3,
+        max_length=32,
+        description="The grid, in octaves from the study's best value.",
+    )
+    replicates: int = Field(2, ge=1, le=8, description="Trials per grid point, each its own seed.")
+
+
+class RungsRead(BaseModel):
+    """The rung studies created, shallowest first."""
+
+    studies: list[StudyRead]
 
 
 class ExtrapolateRequest(BaseModel):

@@ -16,10 +16,11 @@ Arms, all frozen before any target run:
   b  per-module values tuned at the proxy from (a) (``POST /refine``: per-role LRs with
      the in-block roles, per-role init stds; ``local``), carried by the plain rules;
   c  what the product hands out by default: ``POST /extrapolate`` on (b)'s study once
-     the family holds the ladder that ``scaling.ladder_plan`` recommends (depth rungs at
-     the proxy's width, its own depth up to the target's: the global LR on the plan's
-     grid, two seeds a point; width rungs of the per-module study): fitted drifts on top
-     of the rules, and per-role values only where the ladder says they transfer;
+     the family holds the ladder that ``scaling.ladder_plan`` recommends (``POST /rungs``:
+     the global LR on a grid, two seeds a point, at twice the proxy's width and depths
+     from the proxy's to the target's; width rungs of the per-module study): fitted
+     drifts on top of the rules, and per-role values only where the ladder says they
+     transfer;
   d  SP as a control: the same global search under the standard parameterisation;
   o  the oracle: (a) with the global LR swept at the target itself (search seeds only).
 Every study's best is named after re-running its top three on fresh finalist seeds (the
@@ -277,13 +278,17 @@ def run_study(
     fixed: dict[str, Any],
     label: str,
     *,
-    seeds: Sequence[int] = (SEARCH_SEED,),
+    base: tuple[int, int] | None = None,
+    replicates: int = 1,
     finalists: bool = True,
 ) -> dict[str, Any]:
     """Two workers lease, train and report until ``budget`` trials; then name a best.
 
-    A trial's value is its mean loss over ``seeds``. Returns the best trial's params,
-    after re-running the top three on finalist seeds when ``finalists``.
+    Values are base values at ``base`` (default: the shape trained). With
+    ``replicates`` > 1 the study queues each point that many times in a row, and trial
+    number n trains on search seed ``n % replicates``, as a worker seeds trials apart.
+    Returns the best trial's params, after re-running the top three on finalist seeds
+    when ``finalists``.
     """
     done = 0
     while done < budget:
@@ -298,17 +303,12 @@ def run_study(
         jobs = [
             Job(
                 tuple(sorted({**fixed, **t["params"]}.items())),
-                parameterization, shape, shape, size.steps, size.seq, size.seqs,
-                s, size.device,
+                parameterization, base or shape, shape, size.steps, size.seq, size.seqs,
+                SEARCH_SEED + t["number"] % replicates, size.device,
             )
             for _, t in batch
-            for s in seeds
         ]  # fmt: skip
-        results = runner.run(jobs, label)
-        per_trial = [results[i : i + len(seeds)] for i in range(0, len(results), len(seeds))]
-        for (w, t), outs in zip(batch, per_trial, strict=True):
-            losses = [o["loss"] for o in outs]
-            out = {"loss": None if None in losses else float(np.mean(losses))}
+        for (w, t), out in zip(batch, runner.run(jobs, label), strict=True):
             if out["loss"] is None:
                 svc.call(
                     "POST",
@@ -375,6 +375,7 @@ def search(size: Size, runner: Runner, workdir: pathlib.Path) -> dict[str, Any]:
     out["a"] = run_study(
         svc, runner, size, gid, size.proxy, "completep", size.global_trials, {}, "a"
     )
+    out["a_study"] = gid
     print("SP control study (d)", flush=True)
     sid = create_study(
         svc, base, "global-sp", None, global_space(size), "gp", _scale("sp", size, size.proxy)
@@ -431,8 +432,9 @@ def ladder_stage(
 ) -> dict[str, Any]:
     """The rungs ``scaling.ladder_plan`` recommends, run into the family; its ladder.
 
-    Depth rungs: the global LR on the plan's grid around (a)'s, others at (a)'s values,
-    each point the mean of the plan's replicate seeds. Width rungs: ``local`` over the
+    Depth rungs: ``POST /rungs`` on (a)'s study and trial (the global LR on the plan's
+    grid, every other value pinned at (a)'s, each point queued once per replicate seed).
+    Width rungs: ``local`` over the
     per-module space around (b)'s best, mapped by the rules.
     """
     from hpo_service.domain.shape import ModelShape
@@ -440,22 +442,18 @@ def ladder_stage(
 
     shape = lambda wd: ModelShape(width=wd[0], depth=wd[1])  # noqa: E731
     plan = ladder_plan(shape(size.proxy), shape(size.target))
-    a_best = found["a"]["params"]
-    for rung in plan.depth:
-        wd = (size.proxy[0], int(rung.depth or 0))
-        print(f"depth rung {wd}: LR grid around (a)'s, others fixed", flush=True)
-        lr = float(a_best["lr"])
-        grid = [lr * 2.0**o for o in plan.lr_offsets]
-        space = {"parameters": [_log("lr", min(grid), max(grid))]}
-        rid_ = create_study(
-            svc, base, f"lr-rung-d{wd[1]}", family, space, "gp", _scale("completep", size, wd)
-        )
-        for value in grid:
-            svc.call("POST", f"/v1/studies/{rid_}/trials", {"params": {"lr": value}})
-        fixed = _mapped({k: v for k, v in a_best.items() if k != "lr"}, size, size.proxy, wd)
+    created = svc.call(
+        "POST",
+        f"/v1/studies/{found['a_study']}/rungs",
+        {"target": _target_axes(size), "trial_id": found["a"]["trial_id"]},
+    )["studies"]
+    for rung in created:
+        wd = (rung["scale"]["proxy"]["width"], rung["scale"]["proxy"]["depth"])
+        print(f"depth rung {wd}: POST /rungs, the LR on its grid, others pinned", flush=True)
+        queued = sum(rung["trial_counts"].values())
         run_study(
-            svc, runner, size, rid_, wd, "completep", len(grid), fixed, f"rung d{wd[1]}",
-            seeds=tuple(SEARCH_SEED + i for i in range(plan.replicates)), finalists=False,
+            svc, runner, size, rung["id"], wd, "completep", queued, {}, f"rung w{wd[0]} d{wd[1]}",
+            base=size.proxy, replicates=plan.replicates, finalists=False,
         )  # fmt: skip
     for rung in plan.width:
         wd = (int(rung.width or 0), size.proxy[1])
@@ -522,7 +520,8 @@ def refresh_ladder(
                 "result": {"metrics": {"val_loss": old[arm]["finalist_loss"]}}}  # fmt: skip
         trial_ids[arm] = svc.call("POST", f"/v1/studies/{study}/trials", body)["id"]
     out = {k: v for k, v in old.items() if k not in ("ladder", "ladder_plan")}
-    out |= ladder_stage(svc, runner, size, family, base, old, old["refine_space"])
+    found = {**old, "a": {**old["a"], "trial_id": trial_ids["a"]}, "a_study": gid}
+    out |= ladder_stage(svc, runner, size, family, base, found, old["refine_space"])
     ex = dict(old["extrapolations"])
     ex["c"] = _product(svc, size, rid, trial_ids["b"])
     out["extrapolations"] = ex

@@ -431,7 +431,7 @@ def _diagnose(
             continue
         shift = _rule_log_factor(name, r.config.base_shape, ref, r.config)
         data.append((r, logs, vals, shift, others))
-    data = _cleanest_per_shape(data)
+    data = _cleanest(data)
     axes = [axis] if axis is not None else _varying_axes([d[0] for d in data])
     if not axes or len(data) < len(axes) + 1:
         return _insufficient(
@@ -455,7 +455,13 @@ def _diagnose(
     intervals = {a: (float(quantiles[0, i]), float(quantiles[1, i])) for i, a in enumerate(axes)}
     exponents = {a: float(coef[i + 1]) for i, a in enumerate(axes)}
     verdict: Verdict
-    if all(-tolerance <= lo and hi <= tolerance for lo, hi in intervals.values()):
+    # As many studies as coefficients: the line passes through every point, so any noise
+    # in a study's optimum reads as a trend, and the bootstrap of searches concentrated
+    # near their incumbents cannot show it. A verdict needs one study more than that.
+    exact = len(data) < len(axes) + 2
+    if exact:
+        verdict = "insufficient-data"
+    elif all(-tolerance <= lo and hi <= tolerance for lo, hi in intervals.values()):
         verdict = "transfers"
     elif any(lo > 0 or hi < 0 for lo, hi in intervals.values()):
         verdict = "drifts"
@@ -478,7 +484,11 @@ def _diagnose(
         drift_exponent=exponents[main],
         ci=intervals[main],
         points=points,
-        note=_note(verdict, exponents),
+        note=(
+            f"{len(data)} studies for {len(axes) + 1} coefficients: a verdict needs one more"
+            if exact
+            else _note(verdict, exponents)
+        ),
         exponents=exponents,
         intervals=intervals,
     )
@@ -488,19 +498,25 @@ def _diagnose(
     return drift
 
 
-def _cleanest_per_shape(data: list[Any]) -> list[Any]:
-    """Per proxy shape, the studies that vary the fewest other parameters with ``name``.
+def _cleanest(data: list[Any]) -> list[Any]:
+    """The studies that measure ``name`` most directly: fewest other values varied.
 
     A one-parameter sweep (a depth rung of the LR) measures its optimum directly; a global
     search moving five values at once measures it through a fit of the others' effects,
-    which at small budgets lands up to an octave away from its own best trial. Where both
-    exist at one shape, mixing them would let the noisier estimate pull the slope.
+    which at small budgets lands up to an octave away from its own best trial. When the
+    sweeps alone cover two or more shapes they are the ladder, and the searches are set
+    aside (mixed in, a search at another shape would add an axis measured by one biased
+    point); otherwise, per shape, the cleanest studies there are kept.
     """
-    fewest: dict[tuple[int, ...], int] = {}
+    fewest = min(d[4].shape[1] for d in data) if data else 0
+    clean = [d for d in data if d[4].shape[1] == fewest]
+    if len({_size(d[0].config.proxy) for d in clean}) >= 2:
+        return clean
+    per_shape: dict[tuple[int, ...], int] = {}
     for d in data:
         key = _size(d[0].config.proxy)
-        fewest[key] = min(fewest.get(key, d[4].shape[1]), d[4].shape[1])
-    return [d for d in data if d[4].shape[1] == fewest[_size(d[0].config.proxy)]]
+        per_shape[key] = min(per_shape.get(key, d[4].shape[1]), d[4].shape[1])
+    return [d for d in data if d[4].shape[1] == per_shape[_size(d[0].config.proxy)]]
 
 
 def _note(verdict: Verdict, exponents: Mapping[str, float]) -> str:

@@ -8,11 +8,14 @@ value settles across widths at all. ``extrapolate_with_ladder`` uses both:
 
 1. **Drift.** A hyperparameter with a fitted drift is carried to the target by the rule
    *and* the fit: its base value is multiplied by ``Π (target/base)^exponent`` before the
-   rules apply. A ``transfers`` verdict means the rules suffice, so nothing is added; a
-   fit whose interval still covers 0 (``insufficient-data``) is applied at its point
-   estimate, the best guess there is for a global value, which has nothing to fall back
-   on. A per-role name without a fit of its own (``lr.hidden.attn_qkv``) takes the drift
-   of its bare name (``lr``): the global LR's drift moves every LR with it.
+   rules apply. Only a ``drifts`` verdict is applied: ``transfers`` means the rules
+   suffice, and a fit whose interval still covers 0 (``insufficient-data``, or a fit
+   through exactly as many studies as it has coefficients) is a guess that the plain
+   rule, the value CompleteP and µP validated, is better placed to make: two noisy
+   width rungs of a per-module search once moved the init std and the readout
+   multiplier by half an octave each on such a guess. A per-role name without a fit of
+   its own (``lr.hidden.attn_qkv``) takes the drift of its bare name (``lr``): the global
+   LR's drift moves every LR with it.
 2. **Verdicts.** A per-role value found by a per-module study is handed out only when the
    ladder says it ``transfers``. When it drifts or the data cannot tell, the role is kept
    at its global value (from the parent study the per-module study refined, or the
@@ -52,8 +55,8 @@ def _number(value: ParamValue | None) -> float | None:
 
 
 def _fitted(drift: ParameterDrift | None) -> ParameterDrift | None:
-    """The drift to apply: a fit the rules do not already explain (not ``transfers``)."""
-    if drift is None or not drift.exponents or drift.verdict == "transfers":
+    """The drift to apply: a fit that shows a move the rules do not explain (``drifts``)."""
+    if drift is None or not drift.exponents or drift.verdict != "drifts":
         return None
     return drift
 

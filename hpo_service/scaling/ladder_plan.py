@@ -5,10 +5,16 @@ Two findings shape the plan (benchmarks/README.md, "Does it pay off?"):
 
 - Depth: under CompleteP the global LR optimum of the built-in transformer still moves
   by about half an octave from depth 2 to depth 8, while across width at depth 2 it moves
-  by less than a tenth of an octave. Depth rungs at the proxy's width are cheap (a model
-  8× narrower than the target costs a few per cent of a target run even at its full
-  depth), so the plan doubles the depth from the proxy's up to the target's: the drift is
-  then interpolated, never extrapolated.
+  by less than a tenth of an octave. The plan doubles the depth from the proxy's up to
+  the target's, so the drift is interpolated, never extrapolated.
+- Rung width: how far the optimum moves with depth depends on the width it is measured
+  at. With the other values fixed at a global study's best, the depth-8 optimum sat 1.3
+  octaves below the tuned LR at width 32 but 0.86 below at width 256 (the tiny size of
+  ``bench_e2e_transfer.py``); at widths 64, 128, 256 and 512 (the default size) it sat
+  0.83, 0.48, about 0.5 and 0.44 below.
+  The narrowest models exaggerate the drift, so the depth rungs run at twice the proxy's
+  width (at most a quarter of the target's): a depth-8 model 4× narrower than the target
+  still costs a few per cent of a target run.
 - Measurement: a depth rung is a one-dimensional sweep of the global LR on a fixed grid
   around the proxy's best (others pinned), each point trained on two seeds, and the
   proxy's own depth is swept the same way. A rung searched by a GP on one seed puts a
@@ -38,8 +44,9 @@ class LadderPlan:
     """Proxy shapes for the rungs of a ladder.
 
     Attributes:
-        depth: rungs at the proxy's width, depth doubling up to the target's (the proxy's
-            own depth first); the global values are tuned again there, few trials each.
+        depth: rungs at twice the proxy's width (at most a quarter of the target's,
+            never below the proxy's), depth doubling from the proxy's up to the
+            target's; the global LR is swept there.
         width: rungs at the proxy's depth, 2× and 4× its width (below the target's);
             the per-module values are searched there to get their transfer verdicts.
         lr_offsets: the depth rungs' LR grid, in octaves from the proxy's best LR. It
@@ -80,7 +87,8 @@ def ladder_plan(proxy: ModelShape, target: ModelShape, *, width_rungs: int = 2) 
     widths = [
         proxy.width * 2**k for k in range(1, width_rungs + 1) if proxy.width * 2**k < target.width
     ]
+    rung_width = max(proxy.width, min(2 * proxy.width, target.width // 4))
     return LadderPlan(
-        depth=tuple(proxy.model_copy(update={"depth": x}) for x in depths),
+        depth=tuple(proxy.model_copy(update={"depth": x, "width": rung_width}) for x in depths),
         width=tuple(proxy.model_copy(update={"width": x}) for x in widths),
     )

@@ -5,9 +5,10 @@ optimum of a small proxy still moves with depth (``scaling/ladder_plan.py``). Th
 measures that move, but only as well as its rungs measure each depth's optimum, so the
 service builds the rungs itself instead of leaving their design to the user:
 
-- **Which depths.** ``ladder_plan``: the proxy's own depth, then doubling up to the
-  target's, all at the proxy's width (a model 8× narrower than the target is cheap even
-  at full depth). The proxy's depth is measured again, the same way as the others, so
+- **Which shapes.** ``ladder_plan``: the proxy's own depth, then doubling up to the
+  target's, all at twice the proxy's width (at most a quarter of the target's): the
+  narrowest models exaggerate the drift, and a model 4× narrower than the target is
+  still cheap at full depth. The proxy's depth is measured again, the same way as the others, so
   that the estimator's biases cancel in the fitted slope instead of setting it.
 - **What each rung holds.** The parameter (``lr`` by default) on the plan's fixed grid of
   octaves around the parent's best, every other parameter pinned at the best as a
@@ -17,7 +18,7 @@ service builds the rungs itself instead of leaving their design to the user:
   where a one-seed search puts its estimate almost anywhere within an octave.
 - **Nothing else.** ``max_trials`` is 0: the designer adds no trial of its own, and the
   rung completes by itself when its last queued trial finishes.
-- **Same base.** A rung keeps the parent's ``scale`` with only the proxy's depth changed,
+- **Same base.** A rung keeps the parent's ``scale`` with only the proxy's shape changed,
   so the values are the parent's base values and the torch helper maps them by the rules
   exactly as it does for the parent.
 
@@ -33,9 +34,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from hpo_service.db.database import Database
 from hpo_service.db.ids import new_id
-from hpo_service.db.mapping import study_config, to_study
+from hpo_service.db.mapping import study_config, to_study, to_trial
 from hpo_service.db.models import StudyRow, TrialRow
 from hpo_service.db.repositories import StudyRepository, TrialRepository
 from hpo_service.db.repositories.trials import set_state
@@ -46,16 +49,18 @@ from hpo_service.domain import (
     Role,
     SearchSpace,
     Study,
+    StudyConfig,
     StudyState,
+    Trial,
     TrialSource,
     TrialState,
 )
 from hpo_service.domain.shape import parse_shape
 from hpo_service.domain.space import AnyParameter
-from hpo_service.errors import InvalidInputError
+from hpo_service.errors import InvalidInputError, TrialNotFoundError
 from hpo_service.scaling.config import ScaleConfig
 from hpo_service.scaling.ladder_plan import LR_OFFSETS, ladder_plan
-from hpo_service.services.access import require_role, visible_study
+from hpo_service.services.access import require_role, visible_study, visible_trial
 from hpo_service.services.refine import parent_best, pin, require_scale
 
 __all__ = ["RungRequest", "create_depth_rungs"]
@@ -72,12 +77,15 @@ class RungRequest:
         param: the log-scaled float parameter to sweep (the global LR by default).
         offsets: the grid, in octaves from the parent's best; default the plan's.
         replicates: trials per grid point, each on its own seed.
+        trial_id: the trial to centre on and pin at (default: the study's best); a
+            study that names its best after re-running finalists passes that one.
     """
 
     target: dict[str, Any]
     param: str = "lr"
     offsets: Sequence[float] = LR_OFFSETS
     replicates: int = 2
+    trial_id: str | None = None
 
 
 def _check(request: RungRequest) -> None:
@@ -132,6 +140,7 @@ def create_depth_rungs(
         InvalidInputError: no family or ``scale``, a proxy or target without depth, a
             target no deeper than the proxy, or a bad ``param``/``offsets``/``replicates``.
         NoCompletedTrialError: the study has no completed feasible trial yet.
+        TrialNotFoundError: ``trial_id`` is not a trial of this study.
     """
     require_role(principal, Role.CLIENT)
     _check(request)
@@ -158,19 +167,21 @@ def create_depth_rungs(
                 f"the target's depth ({target.depth}) is not above the proxy's "
                 f"({scale.proxy.depth}): there is no depth to ladder over",
             )
-        best = parent_best(session, parent, config)
+        best = _centre(session, principal, parent, config, request.trial_id)
         value = float(best.params[request.param])
         grid = [value * 2.0**o for o in sorted(set(request.offsets))]
         space = _rung_space(config.space, dict(best.params), request.param, grid)
         pinned = {k: v for k, v in best.params.items() if k != request.param and k in space.names}
         created: list[StudyRow] = []
         for shape in plan.depth:
-            rung_scale = _rung_scale(scale, int(shape.depth or 0))
+            rung_scale = _rung_scale(scale, int(shape.width or 0), int(shape.depth or 0))
             row = StudyRepository(session).add(
                 StudyRow(
                     id=new_id("st"),
                     tenant=parent.tenant,
-                    name=f"{parent.name} ({request.param} rung, depth {shape.depth})"[:256],
+                    name=f"{parent.name} ({request.param} rung, w{shape.width} d{shape.depth})"[
+                        :256
+                    ],
                     family=parent.family,
                     objective=dict(parent.objective),
                     objectives=parent.objectives,
@@ -186,7 +197,11 @@ def create_depth_rungs(
                     meta={
                         "parent_study": parent.id,
                         "rung_of_trial": best.id,
-                        "rung": {"param": request.param, "depth": shape.depth},
+                        "rung": {
+                            "param": request.param,
+                            "width": shape.width,
+                            "depth": shape.depth,
+                        },
                     },
                     state=StudyState.ACTIVE.value,
                     next_number=0,
@@ -215,9 +230,31 @@ def create_depth_rungs(
         return [to_study(r, counts[r.id]) for r in created]
 
 
-def _rung_scale(scale: ScaleConfig, depth: int) -> dict[str, Any]:
-    """The parent's ``scale`` with the proxy's depth changed and its base kept."""
+def _centre(
+    session: Session,
+    principal: Principal,
+    study: StudyRow,
+    config: StudyConfig,
+    trial_id: str | None,
+) -> Trial:
+    """The completed trial the rungs start from: ``trial_id``'s, or the study's best."""
+    if trial_id is None:
+        return parent_best(session, study, config)
+    row, owner = visible_trial(session, principal, trial_id)
+    if owner.id != study.id:
+        raise TrialNotFoundError(trial_id)
+    trial = to_trial(row)
+    if trial.state is not TrialState.COMPLETED:
+        raise InvalidInputError.at(
+            ("body", "trial_id"), f"trial {trial_id!r} is {trial.state.value}, not completed"
+        )
+    return trial
+
+
+def _rung_scale(scale: ScaleConfig, width: int, depth: int) -> dict[str, Any]:
+    """The parent's ``scale`` with the proxy's width and depth changed and its base kept."""
     body = scale.to_json()
     body["base"] = scale.base_shape.model_dump(mode="json", exclude_none=True)
-    body["proxy"] = {**scale.proxy.model_dump(mode="json", exclude_none=True), "depth": depth}
+    proxy = scale.proxy.model_dump(mode="json", exclude_none=True)
+    body["proxy"] = {**proxy, "width": width, "depth": depth}
     return body

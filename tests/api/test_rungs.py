@@ -33,7 +33,7 @@ def test_one_rung_per_depth_sweeps_the_lr_with_the_rest_pinned(client: HPOClient
         assert study["max_trials"] == 0
         assert study["state"] == "active"
         depth = study["scale"]["proxy"]["depth"]
-        assert study["metadata"]["rung"] == {"param": "lr", "depth": depth}
+        assert study["metadata"]["rung"] == {"param": "lr", "width": 256, "depth": depth}
         assert study["metadata"]["parent_study"] == parent["id"]
         assert study["metadata"]["rung_of_trial"] == best["id"]
         params = by_name(study)
@@ -96,14 +96,26 @@ def test_finished_rungs_complete_and_correct_the_extrapolation(
     assert "ladder" in rule["rule"]
 
 
-def test_custom_grid_and_replicates(client: HPOClient) -> None:
-    parent, _ = with_history(client)
+def test_custom_grid_replicates_and_centre(client: HPOClient) -> None:
+    parent, best = with_history(client)
     created = rungs(client, parent["id"], offsets=[-1, 0, 1], replicates=1, param="mult.readout")
     assert created[0]["trial_counts"]["requested"] == 3
     params = by_name(created[0])
     assert params["mult.readout"]["low"] == pytest.approx(1.0)
     assert params["mult.readout"]["high"] == pytest.approx(4.0)
     assert params["lr"]["values"] == [8e-3]
+    # Centred on a named trial (a finalist re-run may prefer one that is not the best).
+    worse = next(
+        t
+        for t in client.request("GET", f"/v1/studies/{parent['id']}/trials")["items"]
+        if t["id"] != best["id"]
+    )
+    again = rungs(client, parent["id"], trial_id=worse["id"])
+    assert by_name(again[0])["lr"]["low"] == pytest.approx(worse["params"]["lr"] / 4)
+    assert again[0]["metadata"]["rung_of_trial"] == worse["id"]
+    other, _ = with_history(client, name="other")
+    err = problem(lambda: rungs(client, other["id"], trial_id=worse["id"]))
+    assert err.status == 404
 
 
 @pytest.mark.parametrize(

@@ -174,7 +174,8 @@ def test_payoff_pilot_verdicts_embedding_drifts_global_lr_holds() -> None:
 def test_ladder_plan_doubles_depth_to_the_target_and_adds_two_widths() -> None:
     plan = ladder_plan(ModelShape(width=64, depth=2), ModelShape(width=512, depth=8))
     assert [s.depth for s in plan.depth] == [2, 4, 8]
-    assert {s.width for s in plan.depth} == {64}
+    # At twice the proxy's width: the narrowest models exaggerate the depth drift.
+    assert {s.width for s in plan.depth} == {128}
     assert [s.width for s in plan.width] == [128, 256]
     assert {s.depth for s in plan.width} == {2}
     # Every depth rung is an LR grid around the proxy's best, the proxy's depth included.
@@ -183,8 +184,47 @@ def test_ladder_plan_doubles_depth_to_the_target_and_adds_two_widths() -> None:
     assert plan.replicates >= 2
     odd = ladder_plan(ModelShape(width=64, depth=3), ModelShape(width=128, depth=10))
     assert [s.depth for s in odd.depth] == [3, 6, 10]
+    assert {s.width for s in odd.depth} == {64}  # a quarter of the target's is below 2×
     assert [s.width for s in odd.width] == []
     same = ladder_plan(ModelShape(width=64, depth=4), ModelShape(width=64, depth=4))
     assert (same.depth, same.width) == ((), ())
     with pytest.raises(ValueError, match="width and depth"):
         ladder_plan(ModelShape(width=64), ModelShape(width=128, depth=4))
+
+
+def test_two_rungs_give_no_verdict_and_no_correction() -> None:
+    """Through two points any noise is a slope: the fit is shown, not applied."""
+    rng = np.random.default_rng(5)
+    studies = [
+        LadderStudy(f"d{d}", _scale(32, d), _sweep("lr", 0.04 * (d / 2) ** -0.5, rng))
+        for d in (2, 8)
+    ]
+    report = ladder_diagnostics(studies, n_boot=100)
+    lr = next(p for p in report.parameters if p.param == "lr")
+    assert lr.verdict == "insufficient-data"
+    assert lr.exponents["depth"] == pytest.approx(-0.5, abs=0.15)
+    assert "needs one more" in lr.note
+    target = {"width": 256, "depth": 8}
+    plain = extrapolate({"lr": 0.04}, _scale(32, 2), target)
+    corrected = extrapolate_with_ladder({"lr": 0.04}, _scale(32, 2), target, report)
+    assert corrected.params["lr.hidden"] == pytest.approx(plain.params["lr.hidden"])
+
+
+def test_lr_sweeps_alone_make_the_ladder_when_they_span_shapes() -> None:
+    """Depth sweeps at w64 and a global search at w32: the search adds no width axis."""
+    rng = np.random.default_rng(6)
+    studies = [
+        LadderStudy(f"d{d}", _scale(64, d), _sweep("lr", 0.04 * (d / 2) ** -0.4, rng))
+        for d in (2, 4, 8)
+    ]
+    # A global search at the proxy whose LR estimate is off by an octave and a half.
+    search = _sweep("lr", 0.04 * 2**1.5, rng, n=40)
+    search = [
+        LadderTrial({**t.params, "wd": w}, t.value + 0.01 * math.log10(w / 1e-2) ** 2)
+        for t, w in zip(search, 10.0 ** rng.uniform(-4, 0, len(search)), strict=True)
+    ]
+    studies.append(LadderStudy("global", _scale(32, 2), search))
+    lr = next(p for p in ladder_diagnostics(studies, n_boot=100).parameters if p.param == "lr")
+    assert set(lr.exponents) == {"depth"}
+    assert lr.exponents["depth"] == pytest.approx(-0.4, abs=0.12)
+    assert "global" not in {p.study_id for p in lr.points}

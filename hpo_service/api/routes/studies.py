@@ -174,7 +174,11 @@ def create_rungs(
     or when the target is no deeper than the proxy.
     """
     request = ladder_rungs.RungRequest(
-        target=body.target, param=body.param, offsets=body.offsets, replicates=body.replicates
+        target=body.target,
+        param=body.param,
+        offsets=body.offsets,
+        replicates=body.replicates,
+        trial_id=body.trial_id,
     )
     created = ladder_rungs.create_depth_rungs(db, principal, study_id, request, now=now)
     return RungsRead(studies=[StudyRead.of(s) for s in created])

@@ -185,6 +185,9 @@ class RungsRequest(BaseModel):
         description="The grid, in octaves from the study's best value.",
     )
     replicates: int = Field(2, ge=1, le=8, description="Trials per grid point, each its own seed.")
+    trial_id: str | None = Field(
+        None, description="The completed trial to centre on and pin at; default: the best."
+    )
 
 
 class RungsRead(BaseModel):

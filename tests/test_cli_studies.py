@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from hpo_service.cli.main import main
@@ -357,3 +358,35 @@ def test_an_unreachable_server_exits_2_with_a_clear_message(
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot reach the service at {url}: ")
     assert "Traceback" not in err
+
+
+def test_rungs_creates_the_depth_ladder_and_lists_it(
+    live: Live, tmp_path: Path, family: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = study(family=family)
+    spec["scale"] = {"parameterization": "completep", "proxy": {"width": 64, "depth": 2}}
+    spec["space"] = {
+        "parameters": [
+            {"name": "lr", "type": "float", "low": 1e-4, "high": 1e-1, "scale": "log"},
+            {"name": "wd", "type": "float", "low": 0.0, "high": 0.3},
+        ]
+    }
+    path = write_json(tmp_path, spec)
+    assert live.hpo("studies", "create", "--file", path, "--json") == 0
+    sid = json.loads(capsys.readouterr().out)["id"]
+    result = {"params": {"lr": 0.01, "wd": 0.1}, "result": {"metrics": {"val_loss": 1.0}}}
+    httpx.post(
+        f"{live.url}/v1/studies/{sid}/trials",
+        json=result,
+        headers={"Authorization": f"Bearer {live.key}"},
+    ).raise_for_status()
+    assert live.hpo("studies", "rungs", sid, "--target", "width=512,depth=8") == 0
+    header, *rows = capsys.readouterr().out.strip().splitlines()
+    assert header.split() == ["ID", "NAME", "WIDTH", "DEPTH", "QUEUED"]
+    assert [r.split()[-3:] for r in rows] == [
+        ["128", "2", "14"],
+        ["128", "4", "14"],
+        ["128", "8", "14"],
+    ]
+    assert live.hpo("studies", "rungs", sid, "--target", "depth=2") == 2
+    assert "depth" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from hpo_service.cli.admin import add_admin_parsers
 from hpo_service.cli.database import open_migrated
 from hpo_service.cli.ray_workers import add_ray_workers_parser
 from hpo_service.cli.studies import add_study_parsers
+from hpo_service.cli.targets import parse_target
 from hpo_service.cli.worker import add_worker_parser
 from hpo_service.config import Settings
 from hpo_service.db.base import utcnow
@@ -110,19 +111,6 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_target(text: str) -> dict[str, float]:
-    target: dict[str, float] = {}
-    for part in filter(None, text.split(",")):
-        axis, sep, value = part.partition("=")
-        if not sep:
-            raise SystemExit(f"--target: expected axis=value, got {part!r}")
-        try:
-            target[axis.strip()] = float(value)
-        except ValueError:
-            raise SystemExit(f"--target: {value!r} is not a number") from None
-    return target
-
-
 def cmd_extrapolate(args: argparse.Namespace) -> int:
     """Print the target-scale values of a study's best (or named) trial as JSON."""
     settings = _settings(args)
@@ -134,7 +122,7 @@ def cmd_extrapolate(args: argparse.Namespace) -> int:
             db,
             admin,
             args.study,
-            target=_parse_target(args.target),
+            target=parse_target(args.target),
             trial_id=args.trial,
             use_ladder=args.ladder,
         )

@@ -1,4 +1,4 @@
-"""``hpo studies create|list|show`` and ``hpo trials list``: studies over HTTP, via the SDK.
+"""``hpo studies create|list|show|rungs`` and ``hpo trials list``: studies over HTTP, via the SDK.
 
 Unlike ``serve``, ``migrate`` or ``export``, these commands talk to a running service the
 way any user does, with a URL (``--server``, default ``$HPO_SERVER``) and an API key
@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import pydantic
 
+from hpo_service.cli.targets import parse_target
 from hpo_service.client import HPOClient, ProblemError, Study, Trial
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "add_study_parsers",
     "cmd_studies_create",
     "cmd_studies_list",
+    "cmd_studies_rungs",
     "cmd_studies_show",
     "cmd_trials_list",
     "load_spec",
@@ -87,6 +89,21 @@ def add_study_parsers(subparsers: Any) -> None:
     show.add_argument("study_id", metavar="ID", help="study id")
     _common(show)
     show.set_defaults(func=cmd_studies_show)
+
+    rungs = studies_sub.add_parser(
+        "rungs",
+        help="create the depth rungs the family ladder needs for a target",
+        description="POST /v1/studies/{id}/rungs: one study per depth from the proxy's to "
+        "the target's, sweeping one value (the global LR) on a grid around the best with "
+        "the rest pinned. Run workers on them; extrapolate then applies the fitted drift.",
+    )
+    rungs.add_argument("study_id", metavar="ID", help="a tuned study with family and scale")
+    rungs.add_argument("--target", required=True, help="target axes, e.g. width=4096,depth=32")
+    rungs.add_argument("--param", default="lr", help="the log-scaled float to sweep (lr)")
+    rungs.add_argument("--replicates", type=_positive, help="trials per grid point (2)")
+    rungs.add_argument("--trial", dest="trial_id", help="centre on this trial (default: best)")
+    _common(rungs)
+    rungs.set_defaults(func=cmd_studies_rungs)
 
     trials = subparsers.add_parser("trials", help="list a study's trials (over HTTP)")
     trials_sub = trials.add_subparsers(dest="trials_command", required=True)
@@ -192,6 +209,36 @@ def cmd_studies_show(args: argparse.Namespace) -> int:
         )
 
     return _with_client(args, show)
+
+
+def cmd_studies_rungs(args: argparse.Namespace) -> int:
+    """Create a study's depth rungs and list them."""
+    target = parse_target(args.target)
+
+    def create(client: HPOClient) -> None:
+        made = client.studies.rungs(
+            args.study_id,
+            target,
+            param=args.param,
+            replicates=args.replicates,
+            trial_id=args.trial_id,
+        )
+        if args.json:
+            _print_json([s.model_dump(mode="json") for s in made])
+            return
+        rows = [
+            [
+                s.id,
+                s.name,
+                str((s.scale or {}).get("proxy", {}).get("width", "-")),
+                str((s.scale or {}).get("proxy", {}).get("depth", "-")),
+                str(sum(s.trial_counts.values())),
+            ]
+            for s in made
+        ]
+        _print_table(["ID", "NAME", "WIDTH", "DEPTH", "QUEUED"], rows, empty="no rungs")
+
+    return _with_client(args, create)
 
 
 def cmd_trials_list(args: argparse.Namespace) -> int:

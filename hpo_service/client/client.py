@@ -138,6 +138,11 @@ class HPOClient:
         out: JSON = self.request("POST", f"/v1/studies/{study_id}/extrapolate", json=body)
         return out
 
+    def rungs(self, study_id: str, body: JSON) -> JSON:
+        """``POST /v1/studies/{id}/rungs``: ``{"studies": [...]}``, the depth rungs made."""
+        out: JSON = self.request("POST", f"/v1/studies/{study_id}/rungs", json=body)
+        return out
+
     # Trials (JSON) -----------------------------------------------------------------------
     def suggest(self, study_id: str, worker_id: str, count: int = 1) -> JSON:
         """``POST /v1/studies/{id}/suggestions``: ``{"trials": [...], "study_state"}``."""

@@ -14,7 +14,7 @@ annotations below spell ``builtins.list``.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hpo_service.client.models import (
@@ -142,6 +142,38 @@ class Studies:
         return ExtrapolationResult.model_validate(
             self._client.extrapolate(study_id, dict(target), trial_id=trial_id)
         )
+
+    def rungs(
+        self,
+        study_id: str,
+        target: Mapping[str, float],
+        *,
+        param: str = "lr",
+        offsets: Sequence[float] | None = None,
+        replicates: int | None = None,
+        trial_id: str | None = None,
+    ) -> builtins.list[Study]:
+        """``POST /v1/studies/{id}/rungs``: the family ladder's depth rungs for ``target``.
+
+        Args:
+            study_id: a tuned study with a ``family`` and a ``scale`` section.
+            target: the target's axes; its depth must exceed the proxy's.
+            param: the log-scaled float to sweep at every depth.
+            offsets: the grid in octaves around the trial's value (default: the service's).
+            replicates: trials per grid point (default: the service's).
+            trial_id: the trial to centre on (default: the study's best).
+
+        Returns:
+            The rung studies, shallowest first; their queued trials are ordinary work.
+        """
+        body: dict[str, Any] = {"target": dict(target), "param": param}
+        if offsets is not None:
+            body["offsets"] = list(offsets)
+        if replicates is not None:
+            body["replicates"] = replicates
+        if trial_id is not None:
+            body["trial_id"] = trial_id
+        return [Study.model_validate(s) for s in self._client.rungs(study_id, body)["studies"]]
 
 
 class Trials:

@@ -104,3 +104,30 @@ def test_extrapolate_parses(client: HPOClient) -> None:
     assert out.multipliers["width"] == 4.0
     assert out.params["lr.hidden"] == pytest.approx(0.0025)
     assert {r.param for r in out.rules} >= {"lr.hidden", "dropout"}
+
+
+def test_rungs_parse(client: HPOClient) -> None:
+    s = client.studies.create(
+        {
+            "name": "completep",
+            "family": "sdk-rungs",
+            "objective": {"metric": "val_loss"},
+            "space": {
+                "parameters": [
+                    {"name": "lr", "type": "float", "low": 1e-4, "high": 1e-1, "scale": "log"},
+                    {"name": "dropout", "type": "float", "low": 0.0, "high": 0.5},
+                ]
+            },
+            "algorithm": "random",
+            "scale": {**SCALE, "parameterization": "completep"},
+        }
+    )
+    client.trials.add(s.id, {"lr": 0.01, "dropout": 0.1}, {"val_loss": 1.0})
+    made = client.studies.rungs(s.id, {"width": 2048, "depth": 16}, replicates=1)
+    assert all(isinstance(r, Study) for r in made)
+    assert [(r.scale or {})["proxy"]["depth"] for r in made] == [4, 8, 16]
+    assert [(r.scale or {})["proxy"]["width"] for r in made] == [512] * 3
+    assert [sum(r.trial_counts.values()) for r in made] == [7] * 3
+    with pytest.raises(ProblemError) as err:
+        client.studies.rungs(s.id, {"depth": 2})
+    assert err.value.status == 422

@@ -429,6 +429,8 @@ def ladder_stage(
     base: dict[str, Any],
     found: dict[str, Any],
     refine_space: dict[str, Any],
+    *,
+    width_rungs: bool = True,
 ) -> dict[str, Any]:
     """The rungs ``scaling.ladder_plan`` recommends, run into the family; its ladder.
 
@@ -455,7 +457,7 @@ def ladder_stage(
             svc, runner, size, rung["id"], wd, "completep", queued, {}, f"rung w{wd[0]} d{wd[1]}",
             base=size.proxy, replicates=plan.replicates, finalists=False,
         )  # fmt: skip
-    for rung in plan.width:
+    for rung in plan.width if width_rungs else ():
         wd = (int(rung.width or 0), size.proxy[1])
         print(f"width rung {wd}: the per-module space around (b)'s best, mapped", flush=True)
         mapped_b = _mapped(found["b"]["params"], size, size.proxy, wd)
@@ -505,7 +507,9 @@ def refresh_ladder(
     space ``POST /refine`` made in the search; its pinned globals are the ones per-role
     values fall back to), then the plan's rungs; (c) is ``POST /extrapolate`` on the
     per-module study. The global and per-module studies hold too few trials to count on
-    the ladder here, so the per-role verdicts come from the width rungs alone.
+    the ladder here, so the two width rungs alone could only fit a line through two
+    points, which gives no verdict: they are not run, and every per-role value stays at
+    its global value, as it did in the search.
     """
     svc = Service(workdir / "bench.db")
     family = f"{FAMILY}-{size.name}"
@@ -521,7 +525,9 @@ def refresh_ladder(
         trial_ids[arm] = svc.call("POST", f"/v1/studies/{study}/trials", body)["id"]
     out = {k: v for k, v in old.items() if k not in ("ladder", "ladder_plan")}
     found = {**old, "a": {**old["a"], "trial_id": trial_ids["a"]}, "a_study": gid}
-    out |= ladder_stage(svc, runner, size, family, base, found, old["refine_space"])
+    out |= ladder_stage(
+        svc, runner, size, family, base, found, old["refine_space"], width_rungs=False
+    )
     ex = dict(old["extrapolations"])
     ex["c"] = _product(svc, size, rid, trial_ids["b"])
     out["extrapolations"] = ex

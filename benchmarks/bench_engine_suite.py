@@ -35,8 +35,9 @@ Methods: ``gp`` and ``local`` are built by ``engine.registry.make_designer`` and
 ``GPSampler`` with default settings (greenlet must be importable, so GPSampler uses its
 batched L-BFGS-B; the run refuses to start otherwise).
 
-Ablation: ``--methods gp_plain`` runs ``gp`` with ``GPOptions(basins=None)``, registered
-under that name in the worker (the designer is still built by ``make_designer``).
+Ablation: ``--methods gp_basins`` runs ``gp`` with its opt-in basin restarts
+(``GPOptions(basins=BasinOptions())``), registered under that name in the worker (the
+designer is still built by ``make_designer``).
 
 Failures: a diverged ``permodule16`` run is a failed trial. Ours receive it as the service
 stores it, a trial in state ``infeasible``; Optuna's as ``TrialState.FAIL`` (how Optuna
@@ -82,11 +83,11 @@ from bench_optimizers import _hartmann6, _optuna_params
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("gp", "local", "optuna_tpe", "optuna_gp")
-# Not run by default: ``gp`` without its basin restarts (``engine/basins.py``), the
-# before-and-after of issue #18 item 3.
-ABLATIONS = ("gp_plain",)
+# Not run by default: ``gp`` with its opt-in basin restarts (``engine/basins.py``), for
+# issue #18 item 3.
+ABLATIONS = ("gp_basins",)
 ALL_METHODS = (*METHODS, *ABLATIONS)
-OURS = ("gp", "local", "gp_plain")
+OURS = ("gp", "local", "gp_basins")
 PEERS = ("optuna_tpe", "optuna_gp")
 STALL_REGRET = 0.1
 STALL_PROBLEMS = ("hartmann6", "hartmann6_in12")
@@ -289,13 +290,14 @@ def _observe(
 
 def _register_ablations() -> None:
     from hpo_service.domain import StudyConfig
+    from hpo_service.engine.basins import BasinOptions
     from hpo_service.engine.gp import GPDesigner, GPOptions
     from hpo_service.engine.registry import register
 
-    def plain(config: StudyConfig, seed: int | None) -> GPDesigner:
-        return GPDesigner(config, seed, GPOptions(basins=None))
+    def restarting(config: StudyConfig, seed: int | None) -> GPDesigner:
+        return GPDesigner(config, seed, GPOptions(basins=BasinOptions()))
 
-    register("gp_plain", plain)
+    register("gp_basins", restarting)
 
 
 def _run_ours(problem: SuiteProblem, method: str, seed: int) -> Values:

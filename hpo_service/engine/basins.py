@@ -17,16 +17,19 @@ rediscovered on every request by replaying the history in trial order:
   basin; later rows inside a basin (pending work proposed before it was set aside) are
   ignored by the replay.
 
-After that the model still trains on every row (so expected improvement is measured
-against the study's best value, which a new basin has to beat), but the acquisition
-function is pushed out of every basin (``outside_basins``). A basin is the union of a
-Euclidean ball (``radius`` times the square root of the dimension, in encoded
-coordinates) and the ellipsoid of ``reach`` model lengthscales around its centre: a
-basin is long along the directions its value ignores (Hartmann-6's second basin spans
-the cube along two of them), which the model's lengthscales say and a ball does not. A
-first version set the ball's rows aside instead and kept the ball only: on Hartmann-6
-seed 0 every proposal after the restart slid along such a direction to the ball's rim,
-still in the same basin.
+After that the GP designer (when ``GPOptions.basins`` is set) leaves the rows inside a
+basin's ball out of its training data and pushes the acquisition function out of every
+basin (``outside_basins``): the union of a Euclidean ball (``radius`` times the square
+root of the dimension, in encoded coordinates) and the ellipsoid of ``reach`` model
+lengthscales around its centre. A basin is long along the directions its value ignores
+(Hartmann-6's second basin spans the cube along two of them), which the lengthscales say
+and a ball does not: with a small ball only (0.245 in 6 dimensions), every proposal after
+the restart on Hartmann-6 seed 0 slid along such a direction to the ball's rim, still in
+the same basin. With the ellipsoid, the proposals do leave, but in the 16 evaluations
+left on that seed they went to the cube's corners (the model's variance is largest
+there) and found nothing better, whether the basin's rows were kept or set aside: a
+restart needs more evaluations than a 60-evaluation Hartmann-6 study has after the
+stall, or a better idea of where to go next.
 
 The replay at row ``i`` only uses rows up to ``i`` (the value range included), so a basin
 found on one request is found again on every later one: the history alone is the state.

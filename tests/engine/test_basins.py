@@ -161,7 +161,7 @@ def _suggest(options: GPOptions) -> tuple[np.ndarray, dict[str, object]]:
 
 def test_the_gp_leaves_a_converged_basin_and_keeps_polishing_without_restarts() -> None:
     radius = BasinOptions().radius * np.sqrt(2)
-    x, meta = _suggest(GPOptions(cache=None))
+    x, meta = _suggest(GPOptions(cache=None, basins=BasinOptions()))
     assert meta["basins_set_aside"] == 1
     assert np.linalg.norm(x - _incumbent()) >= radius
     x_plain, meta_plain = _suggest(GPOptions(cache=None, basins=None))

@@ -784,13 +784,24 @@ def proxy_speedup(size: Size, runner: Runner, frozen: dict[str, Any]) -> dict[st
     }
 
 
-def length_probe(size: Size, runner: Runner, steps: int, workdir: pathlib.Path) -> dict[str, Any]:
+def length_probe(
+    size: Size,
+    runner: Runner,
+    steps: int,
+    workdir: pathlib.Path,
+    old: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The whole pipeline again with ``steps`` steps: does per-module room grow with length?
 
     Three target seeds and arms (a), (b), (c) only (no oracle), to keep it affordable.
+    With ``old`` (an earlier probe's frozen arms), only the ladder and (c) are redone.
     """
     longer = Size(**{**size.__dict__, "steps": steps})
-    frozen = search(longer, runner, workdir)
+    frozen = (
+        refresh_ladder(longer, runner, workdir, old)
+        if old is not None
+        else search(longer, runner, workdir)
+    )
     out: dict[str, Any] = {"steps": steps}
     losses = {}
     for arm in ("a", "b", "c"):
@@ -947,7 +958,10 @@ def main() -> None:
         for steps in probes:
             sub = pathlib.Path(tmp) / f"probe{steps}"
             sub.mkdir()
-            r["length_probe"][str(steps)] = length_probe(size, runner, steps, sub)
+            before = r["length_probe"].get(str(steps), {}).get("frozen")
+            r["length_probe"][str(steps)] = length_probe(
+                size, runner, steps, sub, before if args.refresh_ladder else None
+            )
     entry.update(r)
     entry["frozen"] = frozen
     entry["shapes"] = {"proxy": size.proxy, "target": size.target, "steps": size.steps,

@@ -275,6 +275,20 @@ def _run_cell(
     return out
 
 
+def cell_process_setup() -> None:
+    """One torch thread (as Optuna's GPSampler limits itself to) and no warnings on stdout.
+
+    Every cell process of the latency benchmarks starts with this, so both peers run
+    with the same thread count.
+    """
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+
+
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else math.nan
 
@@ -299,12 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.cell:
-        import torch
-
-        torch.set_num_threads(1)
-        import warnings
-
-        warnings.filterwarnings("ignore")
+        cell_process_setup()
         kind, d, n, repeats = args.cell[0], int(args.cell[1]), int(args.cell[2]), int(args.cell[3])
         if kind == "ours":
             result = _cell_ours(d, n, repeats)

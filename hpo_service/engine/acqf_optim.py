@@ -59,6 +59,8 @@ class AcqfOptions:
             Both are off by default: with closed-form log EI on Hartmann-6 they found
             the acquisition's maxima more exactly, and those sat on the boundary of the
             cube more often (mean regret at 60 evaluations 0.2 against 0.08).
+        staged: run the joint local search in stages that keep the better half of the
+            restarts (``_staged_lbfgs``); off, all restarts run to the end together.
     """
 
     raw_samples: int = 1024
@@ -68,6 +70,7 @@ class AcqfOptions:
     rounds: int = 3
     independent: bool = False
     spread: bool = False
+    staged: bool = True
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,15 @@ def maximize_acqf(
     scale = np.clip(lengthscales, 1e-2, 1e2)
     for _ in range(opts.rounds):
         xs, vals = _continuous_step(
-            acqf, geometry, project, xs, vals, scale, opts.maxiter, opts.independent
+            acqf,
+            geometry,
+            project,
+            xs,
+            vals,
+            scale,
+            opts.maxiter,
+            independent=opts.independent,
+            staged=opts.staged,
         )
         xs, vals, changed = _discrete_step(acqf, geometry, project, xs, vals)
         if not changed:
@@ -279,7 +290,9 @@ def _continuous_step(
     vals: FloatArray,
     scale: FloatArray,
     maxiter: int,
+    *,
     independent: bool = False,
+    staged: bool = False,
 ) -> tuple[FloatArray, FloatArray]:
     """L-BFGS-B over the free columns, then projection.
 
@@ -287,21 +300,54 @@ def _continuous_step(
     on the scale of the lengthscales, so this makes its Hessian better conditioned.
     By default one run moves all restarts together (one acquisition call per step for
     all of them); with ``independent`` every restart is its own run with its own
-    stopping test (more calls, each local maximum found exactly). A batch keeps its old
-    point unless the projected result is strictly better.
+    stopping test (more calls, each local maximum found exactly); with ``staged`` the
+    joint run drops the worse half of the restarts after each fifth of the iterations
+    (``_staged_lbfgs``). A batch keeps its old point unless the projected result is
+    strictly better.
     """
     free = geometry.free
     if len(free) == 0 or maxiter <= 0:
         return xs, vals
     s = scale[free]
-    groups = [np.array([i]) for i in range(len(xs))] if independent else [np.arange(len(xs))]
     moved = xs.copy()
-    for rows in groups:
-        moved[rows] = _lbfgs_free(acqf, xs[rows], free, s, maxiter)
+    if independent:
+        for i in range(len(xs)):
+            moved[i : i + 1] = _lbfgs_free(acqf, xs[i : i + 1], free, s, maxiter)
+    elif staged:
+        moved = _staged_lbfgs(acqf, xs, free, s, maxiter)
+    else:
+        moved = _lbfgs_free(acqf, xs, free, s, maxiter)
     moved = project(np.clip(moved.reshape(-1, geometry.dim), 0.0, 1.0)).reshape(xs.shape)
     new_vals = evaluate(acqf, moved)
     better = new_vals > vals
     return np.where(better[:, None, None], moved, xs), np.where(better, new_vals, vals)
+
+
+def _staged_lbfgs(
+    acqf: AcqfFn, xs: FloatArray, free: IntArray, s: FloatArray, maxiter: int
+) -> FloatArray:
+    """Joint L-BFGS-B in stages of ``maxiter / 5`` iterations, halving the restarts.
+
+    After each stage only the better half of the restarts (at least two) goes on; the
+    last two get the iterations left. Only the best batch is proposed, and a restart far
+    behind after a fifth of the budget rarely overtakes; meanwhile a joint run over all
+    restarts is as slow as its slowest (at d = 12 with 8 restarts it often hit the
+    iteration limit). Measured on Styblinski-Tang, d = 12, n = 300, 8 pending, three
+    histories: the same best acquisition value to 4 decimals in 0.6x the time.
+    """
+    moved = xs.copy()
+    active = np.arange(len(xs))
+    left = maxiter
+    step = max(1, maxiter // 5)
+    while True:
+        last = len(active) <= 2
+        iters = left if last else min(step, left)
+        moved[active] = _lbfgs_free(acqf, moved[active], free, s, iters)
+        left -= iters
+        if last or left <= 0:
+            return moved
+        vals = evaluate(acqf, moved[active])
+        active = active[np.argsort(-vals, kind="stable")[: max(2, len(active) // 2)]]
 
 
 def _lbfgs_free(

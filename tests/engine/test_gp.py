@@ -96,7 +96,7 @@ def test_initial_design_then_model() -> None:
         for i in range(3)
     ]
     designer.update(_trials(_grid(2), [{"f": 0.0}, {"f": 1.0}]), pend)
-    assert designer.suggest(1)[0].metadata["acquisition"] == "qLogNEI"
+    assert designer.suggest(1)[0].metadata["acquisition"] == "BelieverLogEI"
 
 
 def test_joint_batch_is_distinct_and_avoids_pending() -> None:
@@ -298,10 +298,15 @@ def test_closed_form_log_ei_when_asked_and_exact() -> None:
     (s,) = designer.suggest(1)
     assert s.metadata["acquisition"] == "LogEI"
     assert abs(float(s.params["x"]) - 0.3) < 0.15  # type: ignore[arg-type]
-    # Pending work makes the closed form inexact: back to qLogNEI.
+    # Pending work makes the plain closed form inexact: the believer's, or qLogNEI.
     pending = [Trial(id="p", study_id="s", number=9, params={"x": 0.3}, state=TrialState.ACTIVE)]
     designer.update(history, pending)
+    assert designer.suggest(1)[0].metadata["acquisition"] == "BelieverLogEI"
+    designer = GPDesigner(config, 0, dataclasses.replace(options, believer=False))
+    designer.update(history, pending)
     assert designer.suggest(1)[0].metadata["acquisition"] == "qLogNEI"
+    # A batch is scored jointly, pending points included.
+    assert {s.metadata["acquisition"] for s in designer.suggest(2)} == {"qLogNEI"}
 
 
 def test_spread_starts_take_the_best_the_best_near_the_incumbent_and_a_spread() -> None:
@@ -336,3 +341,20 @@ def test_a_failed_point_is_not_proposed_again(failed: bool) -> None:
         assert distance > FAILED_RADIUS
     else:
         assert distance < FAILED_RADIUS
+
+
+def test_with_pending_trials_the_believer_moves_proposals_away_from_them() -> None:
+    # f has its minimum at 0.3; a running trial at 0.25 covers the left side of it, so
+    # the next point moves right of where it would go with nothing running.
+    points = _grid(8)
+    history = _trials(points, [{"f": (p["x"] - 0.3) ** 2} for p in points])  # type: ignore[operator]
+    pending = [Trial(id="p", study_id="s", number=9, params={"x": 0.25}, state=TrialState.ACTIVE)]
+    config = StudyConfig(space=LINE, objective=Objective(metric="f"), algorithm="gp", seed=0)
+    designer = GPDesigner(config, 0, FAST)
+    designer.update(history, [])
+    (alone,) = designer.suggest(1)
+    designer.update(history, pending)
+    (s,) = designer.suggest(1)
+    assert s.metadata["acquisition"] == "BelieverLogEI"
+    assert abs(float(s.params["x"]) - 0.3) < 0.05  # type: ignore[arg-type]
+    assert float(s.params["x"]) > float(alone.params["x"]) + 1e-3  # type: ignore[arg-type]

@@ -442,15 +442,27 @@ def _bootstrap_ratio(a: np.ndarray, b: np.ndarray, draws: int = 2000) -> tuple[f
 def summarise(runs: list[dict[str, Any]], suite: dict[str, SuiteProblem]) -> dict[str, Any]:
     """Mean regret per problem, budget and method; ratios of ours to peers; stall rates.
 
-    Ratios and intervals use the seeds both methods finished.
+    Only the seeds every method present finished count (a partial run compares like with
+    like); ``seeds`` lists them and ``unpaired_seeds`` what was left out per method.
     """
     table: dict[str, Any] = {}
     for name, problem in suite.items():
-        by_method = {
+        found = {
             m: {r["seed"]: r for r in runs if r["problem"] == name and r["method"] == m}
             for m in ALL_METHODS
         }
-        entry: dict[str, Any] = {"budgets": {}, "stall": {}, "failed": {}}
+        found = {m: seeds for m, seeds in found.items() if seeds}
+        common = set.intersection(*(set(s) for s in found.values())) if found else set()
+        by_method = {
+            m: {k: r for k, r in seeds.items() if k in common} for m, seeds in found.items()
+        }
+        entry: dict[str, Any] = {
+            "seeds": sorted(common),
+            "unpaired_seeds": {m: len(s) - len(common) for m, s in found.items()},
+            "budgets": {},
+            "stall": {},
+            "failed": {},
+        }
         for b in problem.budgets:
             row: dict[str, Any] = {}
             for m, seeds in by_method.items():
@@ -464,11 +476,10 @@ def summarise(runs: list[dict[str, Any]], suite: dict[str, SuiteProblem]) -> dic
             ratios: dict[str, Any] = {}
             for ours in OURS:
                 for peer in PEERS:
-                    common = sorted(set(by_method[ours]) & set(by_method[peer]))
-                    if not common:
+                    if not common or ours not in by_method or peer not in by_method:
                         continue
-                    a = np.array([by_method[ours][s]["regret"][b - 1] for s in common])
-                    c = np.array([by_method[peer][s]["regret"][b - 1] for s in common])
+                    a = np.array([by_method[ours][s]["regret"][b - 1] for s in sorted(common)])
+                    c = np.array([by_method[peer][s]["regret"][b - 1] for s in sorted(common)])
                     ratio = float(a.mean() / c.mean()) if c.mean() > 0 else math.nan
                     lo, hi = _bootstrap_ratio(a, c)
                     ratios[f"{ours}/{peer}"] = {
@@ -491,7 +502,11 @@ def summarise(runs: list[dict[str, Any]], suite: dict[str, SuiteProblem]) -> dic
 def print_table(table: dict[str, Any]) -> None:
     """Mean regret per budget, then ours' ratios to each peer with intervals."""
     for name, entry in table.items():
-        print(f"\n{name}: mean regret (n seeds)")
+        left = ", ".join(f"{m} {k}" for m, k in entry["unpaired_seeds"].items() if k)
+        print(
+            f"\n{name}: mean regret (n) over the {len(entry['seeds'])} seeds every method"
+            f" finished" + (f" (left out: {left})" if left else "")
+        )
         methods = [m for m in ALL_METHODS if m in entry["stall"]]
         print(f"{'budget':>7} " + " ".join(f"{m:>17}" for m in methods))
         for b, cell in entry["budgets"].items():

@@ -645,9 +645,13 @@ def _vertex(offsets: np.ndarray, losses: np.ndarray) -> float:
 
 
 def evaluate(
-    size: Size, runner: Runner, frozen: dict[str, Any], seeds: Sequence[int]
+    size: Size,
+    runner: Runner,
+    frozen: dict[str, Any],
+    seeds: Sequence[int],
+    arm_names: Sequence[str] = ("a", "c", "o", "b", "d"),
 ) -> dict[str, Any]:
-    """Train every arm at the target on ``seeds``; oracle sweep on the oracle seeds first."""
+    """Train the arms at the target on ``seeds``; oracle sweep on the oracle seeds first."""
     arms = dict(frozen["arms"])
     a = arms["a"]
     lr_key = "lr.hidden"
@@ -674,7 +678,7 @@ def evaluate(
     best_off = _vertex(offs, means)
     arms["o"] = {k: (v * 2.0**best_off if k.startswith("lr.") else v) for k, v in a.items()}
     per_arm: dict[str, Any] = {}
-    for arm in ("a", "c", "o", "b", "d"):
+    for arm in arm_names:
         param = "sp" if arm == "d" else "completep"
         outs = runner.run(_target_jobs(size, arms[arm], param, seeds), f"target {arm}")
         per_arm[arm] = {
@@ -687,8 +691,9 @@ def evaluate(
 
 
 def summarise(
-    size: Size, runner: Runner, frozen: dict[str, Any], ev: dict[str, Any]
+    size: Size, runner: Runner, frozen: dict[str, Any], ev: dict[str, Any], *, compress: bool = True
 ) -> dict[str, Any]:
+    """The report's figures from the arms ``evaluate`` trained (b and d are optional)."""
     arms = ev["arms"]
     loss = {k: np.array(v["losses"]) for k, v in arms.items()}
     curves = {
@@ -706,7 +711,8 @@ def summarise(
         }
     out["transfer_regret"] = _boot(loss["c"] - loss["o"], np.mean)
     out["never_worse"] = _boot(loss["c"] - loss["a"], np.mean)
-    out["per_module_minus_global"] = _boot(loss["b"] - loss["a"], np.mean)
+    if "b" in loss:
+        out["per_module_minus_global"] = _boot(loss["b"] - loss["a"], np.mean)
     c_lr = float(arms["c"]["values"]["lr.hidden"])
     o_lr = float(arms["o"]["values"]["lr.hidden"])
     out["lr_error_octaves"] = math.log2(c_lr / o_lr)
@@ -721,9 +727,13 @@ def summarise(
         if k in curves
     }
     out["speedups"] = sp
-    best_arm = min(("b", "c"), key=lambda k: float(np.mean(loss[k])))
+    best_arm = min((k for k in ("b", "c") if k in loss), key=lambda k: float(np.mean(loss[k])))
     out["best_arm"] = best_arm
     out["speedup"], out["speedup_ci"] = sp[best_arm][0], sp[best_arm][1:]
+    out["curve_steps"] = steps.tolist()
+    out["mean_curves"] = {k: np.mean(v, axis=0).tolist() for k, v in curves.items()}
+    if not compress:
+        return out
     compressed = round(size.steps / COMPRESSION)
     outs = runner.run(
         _target_jobs(
@@ -734,8 +744,6 @@ def summarise(
     comp = np.array([o["loss"] if o["loss"] is not None else math.inf for o in outs])
     out["compressed_steps"] = compressed
     out["compressed_minus_global"] = _boot(comp[: len(loss["a"])] - loss["a"], np.mean)
-    out["curve_steps"] = steps.tolist()
-    out["mean_curves"] = {k: np.mean(v, axis=0).tolist() for k, v in curves.items()}
     return out
 
 
@@ -856,10 +864,12 @@ def table(name: str, r: dict[str, Any]) -> None:
     print(f"  transfer regret (c − o):   {f(r['transfer_regret'])}")
     print(f"  LR error (c over o):        {r['lr_error_octaves']:+.2f} octave")
     print(f"  never worse (c − a):       {f(r['never_worse'])}")
-    print(f"  per-module (b − a):        {f(r['per_module_minus_global'])}")
+    if "per_module_minus_global" in r:
+        print(f"  per-module (b − a):        {f(r['per_module_minus_global'])}")
     lo, hi = r["speedup_ci"]
     print(f"  speed-up S ({r['best_arm']}):          {r['speedup']:.2f} [{lo:.2f}, {hi:.2f}]")
-    print(f"  compressed − global:       {f(r['compressed_minus_global'])}")
+    if "compressed_minus_global" in r:
+        print(f"  compressed − global:       {f(r['compressed_minus_global'])}")
     print(f"  (a) LR ×2^-1/×1/×2^+1 at target: {r['a_fairly_tuned']}")
     print(f"  Δ (b − a) by shape: {r.get('shape_ladder')}")
     print(f"  at the proxy: {r.get('proxy')}")
@@ -917,6 +927,11 @@ def main() -> None:
         "--search-only", action="store_true", help="freeze the arms, print them and stop"
     )
     parser.add_argument(
+        "--core",
+        action="store_true",
+        help="arms (a), (c) and the oracle only: no (b), (d), compressed run, shape ladder",
+    )
+    parser.add_argument(
         "--refresh-ladder",
         action="store_true",
         help="re-measure the ladder and re-derive (c) from the frozen (a) and (b)",
@@ -948,10 +963,13 @@ def main() -> None:
         if args.search_only:
             print(json.dumps({"arms": frozen["arms"], "ladder": frozen["ladder"]}, indent=1))
             return
-        ev = evaluate(size, runner, frozen, TARGET_SEEDS)
-        r = summarise(size, runner, frozen, ev)
-        r["shape_ladder"] = shape_ladder(size, runner, frozen)
-        r["proxy"] = proxy_speedup(size, runner, frozen)
+        arm_names = ("a", "c", "o") if args.core else ("a", "c", "o", "b", "d")
+        ev = evaluate(size, runner, frozen, TARGET_SEEDS, arm_names)
+        r = summarise(size, runner, frozen, ev, compress=not args.core)
+        r["arms_run"] = list(arm_names)
+        if not args.core:
+            r["shape_ladder"] = shape_ladder(size, runner, frozen)
+            r["proxy"] = proxy_speedup(size, runner, frozen)
         r["oracle_sweep"] = ev["oracle_sweep"]
         probes = [int(x) for x in args.lengths.split(",") if x]
         r["length_probe"] = entry.get("length_probe", {})
@@ -962,6 +980,10 @@ def main() -> None:
             r["length_probe"][str(steps)] = length_probe(
                 size, runner, steps, sub, before if args.refresh_ladder else None
             )
+    if args.core:  # figures of arms not run this time would be stale
+        for stale in ("per_module_minus_global", "compressed_minus_global", "compressed_steps",
+                      "shape_ladder", "proxy"):  # fmt: skip
+            entry.pop(stale, None)
     entry.update(r)
     entry["frozen"] = frozen
     entry["shapes"] = {"proxy": size.proxy, "target": size.target, "steps": size.steps,

@@ -126,5 +126,60 @@ class BelieverLogEI:
         """Log EI of each ``b x 1 x d`` batch's single point: a length-``b`` tensor."""
         if x.shape[-2] != 1:
             raise ValueError(f"BelieverLogEI scores single points, got q = {x.shape[-2]}")
-        mean, std = self.mean_and_std(x[..., 0, :])
-        return _log_ei_helper((mean - self.best_f) / std) + std.log()
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return self.value_and_grad(x[..., 0, :], with_grad=False)[0]
+        out: torch.Tensor = _WithGradient.apply(x[..., 0, :], self)  # type: ignore[no-untyped-call]
+        return out
+
+    def value_and_grad(
+        self, x: torch.Tensor, *, with_grad: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log EI at ``b x d`` inputs and its ``b x d`` gradient, in closed form.
+
+        Why not autograd: the acquisition optimiser calls this a hundred times per
+        request on a handful of points, where autograd's graph costs more than the
+        arithmetic. With ``q`` the squared scaled distance to a training point and
+        ``r = sqrt(5 q)``, the Matérn-5/2 kernel's ``dk/dq = -(5/6) s (1 + r) e^-r``;
+        ``dq/dz = 2 (z - p)``; the mean is linear in ``k``, the standard deviation's
+        ``d std/dk = -(v W_v^T) / std``; and log EI's ``d log h(u)/du = Phi(u) / h(u)``.
+        """
+        x = x.detach()
+        z = x * self._inv_ls
+        sqdist = (
+            z.square().sum(-1, keepdim=True) + self._points_sq - 2.0 * z @ self._points.T
+        ).clamp_min(0.0)
+        k = self._scale * matern52(sqdist)
+        out = k @ self._weights
+        v = out[:, 1:]
+        var = self._scale - v.square().sum(-1)
+        std = var.clamp_min(_MIN_VARIANCE).sqrt()
+        u = (out[:, 0] - self.best_f) / std
+        log_h = _log_ei_helper(u)
+        value = log_h + std.log()
+        if not with_grad:
+            return value, None
+        dlogh = torch.exp(torch.special.log_ndtr(u) - log_h)
+        d_mean = dlogh / std
+        d_std = torch.where(var > _MIN_VARIANCE, (1.0 - dlogh * u) / std, 0.0)
+        d_k = d_mean.unsqueeze(-1) * self._weights[:, 0] - (d_std / std).unsqueeze(-1) * (
+            v @ self._weights[:, 1:].T
+        )
+        r = torch.sqrt(sqdist.clamp(1e-30, 5000.0) * 5.0)
+        g = d_k * (-(5.0 / 6.0) * self._scale) * (1.0 + r) * torch.exp(-r)
+        d_z = 2.0 * (z * g.sum(-1, keepdim=True) - g @ self._points)
+        return value, d_z * self._inv_ls
+
+
+class _WithGradient(torch.autograd.Function):
+    """Autograd hook for ``BelieverLogEI.value_and_grad``'s closed-form gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, believer: BelieverLogEI) -> torch.Tensor:
+        value, grad = believer.value_and_grad(x)
+        ctx.save_for_backward(grad)
+        return value
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (grad,) = ctx.saved_tensors
+        return grad_out.unsqueeze(-1) * grad, None

@@ -85,3 +85,26 @@ def test_gradients_flow_and_batches_must_be_single_points() -> None:
     assert grad.abs().sum() > 0
     with pytest.raises(ValueError, match="single points"):
         believer(torch.zeros(2, 3, 3, dtype=torch.float64))
+
+
+def test_closed_form_gradient_matches_autograd_of_the_same_formula() -> None:
+    from botorch.acquisition.analytic import _log_ei_helper
+
+    model, x = _model()
+    believer = BelieverLogEI.from_model(model, x[:3] + 0.03)
+    rng = np.random.default_rng(3)
+    # Random points, points next to pending and observed ones (variance near the floor).
+    z = torch.tensor(
+        np.vstack([rng.random((20, 3)), x[:3].numpy() + 0.031, x[5:8].numpy() + 1e-4]),
+        dtype=torch.float64,
+        requires_grad=True,
+    )
+    mean, std = believer.mean_and_std(z)
+    reference = _log_ei_helper((mean - believer.best_f) / std) + std.log()
+    (expected,) = torch.autograd.grad(reference.sum(), z)
+    value = believer(z.unsqueeze(-2))
+    (got,) = torch.autograd.grad(value.sum(), z)
+    assert torch.allclose(value, reference, rtol=1e-10, atol=1e-8)
+    assert torch.allclose(got, expected, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(believer(z.unsqueeze(-2)), reference, rtol=1e-10, atol=1e-8)

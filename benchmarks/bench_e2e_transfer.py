@@ -908,6 +908,13 @@ def plot(data: dict[str, Any], path: pathlib.Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _cached(size: Size, runner: Runner, frozen: dict[str, Any], arm: str) -> bool:
+    """Whether every target run of ``arm`` is already in the run cache."""
+    param = "sp" if arm == "d" else "completep"
+    jobs = _target_jobs(size, frozen["arms"][arm], param, TARGET_SEEDS)
+    return all(j.key() in runner.cache for j in jobs)
+
+
 def _save(key: str, entry: dict[str, Any]) -> dict[str, Any]:
     """Write one size's entry, re-reading the file so that runs of other sizes survive."""
     data = json.loads(OUT.read_text()) if OUT.exists() else {}
@@ -929,7 +936,8 @@ def main() -> None:
     parser.add_argument(
         "--core",
         action="store_true",
-        help="arms (a), (c) and the oracle only: no (b), (d), compressed run, shape ladder",
+        help="arms (a), (c) and the oracle (and (b), (d) if cached); no compressed run or "
+        "shape ladder",
     )
     parser.add_argument(
         "--refresh-ladder",
@@ -963,7 +971,9 @@ def main() -> None:
         if args.search_only:
             print(json.dumps({"arms": frozen["arms"], "ladder": frozen["ladder"]}, indent=1))
             return
-        arm_names = ("a", "c", "o") if args.core else ("a", "c", "o", "b", "d")
+        arm_names: tuple[str, ...] = ("a", "c", "o", "b", "d")
+        if args.core:  # (b) and (d) only when their target runs are all in the cache
+            arm_names = ("a", "c", "o", *(k for k in "bd" if _cached(size, runner, frozen, k)))
         ev = evaluate(size, runner, frozen, TARGET_SEEDS, arm_names)
         r = summarise(size, runner, frozen, ev, compress=not args.core)
         r["arms_run"] = list(arm_names)

@@ -19,6 +19,7 @@ BODIES = {
     ("POST", "/v1/studies/{study_id}/trials:batch"): {"trials": [{"params": params()}]},
     ("POST", "/v1/studies/{study_id}/extrapolate"): {"target": {"width": 1024}},
     ("POST", "/v1/studies/{study_id}/refine"): {},
+    ("POST", "/v1/studies/{study_id}/rungs"): {"target": {"depth": 64}},
     ("PATCH", "/v1/studies/{study_id}"): {"state": "paused"},
     ("POST", "/v1/trials/{trial_id}/heartbeat"): {"worker_id": "w1"},
     ("POST", "/v1/trials/{trial_id}/measurements"): {
